@@ -1,0 +1,148 @@
+"""ipdbg command line: the one place that maps errors to exit codes.
+
+Subcommands live in ``ipdbg.commands.*`` and are imported only when used, so that
+``ipdbg rules -L`` does not pay for the BPF or netlink code at start-up.
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import sys
+import traceback
+
+import click
+
+from . import errors
+
+# name -> "module:attribute" (imported lazily)
+COMMANDS = {
+    "rules": "ipdbg.commands.rules:rules",
+    "doctor": "ipdbg.commands.doctor:doctor",
+    "drops": "ipdbg.commands.drops:drops",
+    "why-dropped": "ipdbg.commands.why:why_dropped",
+    "trace": "ipdbg.commands.trace:trace",
+    "scenario": "ipdbg.commands.scenario:scenario",
+    "demo": "ipdbg.commands.demo:demo",
+}
+
+SHORT_HELP = {
+    "rules": "List and edit iptables rules by line number (iptables syntax).",
+    "doctor": "Show what this machine allows ipdbg to do.",
+    "drops": "Live monitor of every packet the kernel drops, with its reason.",
+    "why-dropped": "Name the rule (or kernel reason) that drops matching packets.",
+    "trace": "Live stream of netfilter events for matching packets.",
+    "scenario": "Replay firewall scenarios (YAML) in network namespaces.",
+    "demo": "Build a namespace lab where a rule drops a packet and explain it.",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, _, attr = target.partition(":")
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name == module:
+                return None  # command not built yet
+            raise
+        return getattr(mod, attr)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(name, SHORT_HELP.get(name, "")) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks and the kernel's/libbpf's logs.")
+@click.version_option(package_name="ipdbg")
+@click.pass_context
+def cli(ctx, debug):
+    """ipdbg: which firewall rule dropped my packet, and fix it by line number.
+
+    \b
+    Examples:
+      ipdbg why-dropped --dst 198.51.100.80:80 --probe
+      ipdbg rules -t nat -L POSTROUTING --line-numbers -n -v
+      ipdbg rules -D OUTPUT 1
+      ipdbg doctor
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def _debug_requested(argv: list[str]) -> bool:
+    # --debug is a group option; look for it before the subcommand name.
+    for arg in argv:
+        if arg == "--debug":
+            return True
+        if not arg.startswith("-"):
+            return False
+    return False
+
+
+def _raise_interrupted(signum, frame):
+    raise errors.Interrupted("interrupted by signal %d" % signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point. Returns (and exits with) the documented exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_requested(argv)
+    # SIGTERM unwinds like Ctrl-C so every `with`/`finally` cleanup runs.
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    code = errors.EXIT_OK
+    try:
+        cli.main(args=argv, prog_name="ipdbg", standalone_mode=False)
+    except errors.IpdbgError as exc:
+        code = exc.exit_code
+        if debug:
+            traceback.print_exc()
+        if code == errors.EXIT_INTERRUPTED:
+            click.echo("ipdbg: interrupted", err=True)
+        else:
+            click.echo(f"ipdbg: error: {exc.message}", err=True)
+            if exc.hint:
+                click.echo(f"  hint: {exc.hint}", err=True)
+    except click.exceptions.Abort:
+        code = errors.EXIT_INTERRUPTED
+        click.echo("ipdbg: interrupted", err=True)
+    except KeyboardInterrupt:
+        code = errors.EXIT_INTERRUPTED
+        click.echo("ipdbg: interrupted", err=True)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        # click's own usage errors (unknown option, missing argument): one line too.
+        code = errors.EXIT_USAGE
+        msg = exc.format_message().splitlines()[0] if exc.format_message() else str(exc)
+        click.echo(f"ipdbg: error: {msg}", err=True)
+        ctx = getattr(exc, "ctx", None)
+        cmd = ctx.command_path if ctx is not None else "ipdbg"
+        click.echo(f"  hint: see `{cmd} --help`", err=True)
+    except BrokenPipeError:
+        # `ipdbg ... | head`: not an error of ours.
+        sys.stderr.close()
+        code = errors.EXIT_OK
+    except Exception:  # a bug: one line, traceback only with --debug
+        code = errors.EXIT_INTERNAL
+        if debug:
+            traceback.print_exc()
+        else:
+            exc = sys.exc_info()[1]
+            click.echo(f"ipdbg: error: internal error: {type(exc).__name__}: {exc}", err=True)
+            click.echo("  hint: rerun with --debug and report the traceback", err=True)
+    else:
+        code = errors.EXIT_OK
+    sys.exit(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""click subcommands, one module each; cli.py imports them lazily."""
