@@ -13,7 +13,7 @@ PY := $(VENV)/bin/python
 #   iproute2 python3-venv   - namespaces/veth for labs and tests; the virtualenv
 #   iperf3                  - throughput in bench/
 APT_PACKAGES := iptables nftables libnftables1 libbpf1 libbpf-dev clang llvm bpftool \
-                iproute2 python3 python3-venv python3-pip make gcc libc6-dev iperf3 kmod
+                iproute2 iputils-ping python3 python3-venv python3-pip make gcc libc6-dev iperf3 kmod
 
 .PHONY: setup apt venv bpf demo test test-unit test-root bench clean
 

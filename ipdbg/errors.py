@@ -57,6 +57,7 @@ class UsageError(IpdbgError):
 
 class NotFoundError(IpdbgError):
     exit_code = EXIT_NOT_FOUND
+    default_hint = "check the name; `ipdbg rules -L` lists tables and chains, `ip netns list` namespaces"
 
 
 class PrivilegeError(IpdbgError):
