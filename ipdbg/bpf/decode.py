@@ -1,0 +1,148 @@
+"""Bytes of drops.bpf.c <-> Python values (pure: no BPF, no /proc).
+
+Keep in sync with ipdbg/bpf/drops.h: ``EVENT_FORMAT`` is ``struct drop_event``
+and ``CONFIG_FORMAT`` is ``struct drops_config``, field by field, in order.
+tests/unit/test_bpf_decode.py checks both sizes against the object's BTF.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Callable, Iterable
+
+from ..events import IPPROTO_TCP, DropEvent, PacketKey
+from ..filters import PacketFilter
+
+# drops.h: DROP_KIND_*
+KINDS = {1: "kfree_skb", 2: "icmp_send", 3: "tcp_send_reset"}
+KIND_IDS = {v: k for k, v in KINDS.items()}
+
+MAX_NETNS = 16  # DROPS_MAX_NETNS
+MAX_REASONS = 16  # DROPS_MAX_REASONS
+
+# struct drop_event: ts_ns skb location | pid netns ifindex reason cpu ident seq |
+# sport dport | kind family proto tcp_flags | icmp_type icmp_code | saddr daddr comm
+EVENT_FORMAT = "=QQQIIIIIIIHHBBBBhh16s16s16s"
+EVENT = struct.Struct(EVENT_FORMAT)
+EVENT_SIZE = EVENT.size  # 112
+
+# struct drops_config: netns[16] reasons[16] src{net,mask} dst{net,mask} n_netns
+# n_reasons sport dport has_src has_dst family proto both_directions ports_need_l4 pad[2]
+CONFIG_FORMAT = "=16I16I16s16s16s16sIIHHBBBBBB2x"
+CONFIG = struct.Struct(CONFIG_FORMAT)
+CONFIG_SIZE = CONFIG.size  # 212
+
+
+def _cidr(net) -> tuple[bytes, bytes]:
+    """(network bytes, mask bytes), zero-padded to 16 bytes."""
+    return (net.network_address.packed.ljust(16, b"\0"), net.netmask.packed.ljust(16, b"\0"))
+
+
+def pack_config(flt: PacketFilter, netns_inodes: Iterable[int] = (),
+                reason_values: Iterable[int] = ()) -> bytes:
+    """The ``struct drops_config`` the BPF program reads (const volatile ``cfg``)."""
+    from ..errors import UsageError
+
+    inodes = list(dict.fromkeys(netns_inodes))
+    reasons = list(dict.fromkeys(reason_values))
+    if len(inodes) > MAX_NETNS:
+        raise UsageError(f"at most {MAX_NETNS} network namespaces can be watched at once")
+    if len(reasons) > MAX_REASONS:
+        raise UsageError(f"at most {MAX_REASONS} drop reasons can be given at once")
+    src_net, src_mask = _cidr(flt.src) if flt.src is not None else (b"", b"")
+    dst_net, dst_mask = _cidr(flt.dst) if flt.dst is not None else (b"", b"")
+    ports = bool(flt.sport or flt.dport)
+    return CONFIG.pack(
+        *(inodes + [0] * (MAX_NETNS - len(inodes))),
+        *(reasons + [0] * (MAX_REASONS - len(reasons))),
+        src_net, src_mask, dst_net, dst_mask,
+        len(inodes), len(reasons),
+        flt.sport or 0, flt.dport or 0,
+        flt.src is not None, flt.dst is not None,
+        flt.family or 0, flt.proto or 0,
+        bool(flt.both_directions), ports and flt.proto is None,
+    )
+
+
+def format_addr(family: int, raw: bytes) -> str:
+    if family == 4:
+        return socket.inet_ntop(socket.AF_INET, raw[:4])
+    return socket.inet_ntop(socket.AF_INET6, raw)
+
+
+class EventDecoder:
+    """Decodes records of one run; caches what repeats (addresses, symbols).
+
+    ``reason_names``: value -> name from the kernel's ``enum skb_drop_reason``
+    (without the SKB_DROP_REASON_ prefix); ``symbolize``: address -> "func+0x1a".
+    """
+
+    def __init__(self, reason_names: dict[int, str] | None = None,
+                 symbolize: Callable[[int], str] | None = None):
+        self.reason_names = dict(reason_names or {})
+        self.symbolize = symbolize
+        self._addrs: dict[tuple[int, bytes], str] = {}
+        self._syms: dict[int, str] = {}
+
+    def _addr(self, family: int, raw: bytes) -> str:
+        k = (family, raw)
+        s = self._addrs.get(k)
+        if s is None:
+            if len(self._addrs) > 65536:
+                self._addrs.clear()
+            s = self._addrs[k] = format_addr(family, raw)
+        return s
+
+    def _sym(self, addr: int) -> str:
+        s = self._syms.get(addr)
+        if s is None:
+            s = self._syms[addr] = (self.symbolize(addr) if self.symbolize and addr else "")
+        return s
+
+    def decode(self, rec: bytes) -> DropEvent:
+        return self.decode_many((rec,))[0]
+
+    def decode_many(self, records: Iterable[bytes]) -> list[DropEvent]:
+        out = []
+        unpack = EVENT.unpack_from
+        kinds = KINDS
+        reasons = self.reason_names
+        for rec in records:
+            (ts, skb, loc, pid, netns, ifindex, reason, cpu, ident, seq, sport, dport,
+             kind, family, proto, flags, itype, icode, saddr, daddr, comm) = unpack(rec)
+            kname = kinds.get(kind, str(kind))
+            if family:
+                key = PacketKey(family, proto, self._addr(family, saddr), self._addr(family, daddr),
+                                sport, dport, ident, seq if proto == IPPROTO_TCP else 0)
+            else:
+                key = None
+            is_drop = kind == 1
+            out.append(DropEvent(
+                kname, ts, cpu, skb, pid, comm.split(b"\0", 1)[0].decode(errors="replace"),
+                netns, ifindex, key,
+                tcp_flags=flags if proto == IPPROTO_TCP else 0,
+                reason=reason if is_drop else 0,
+                reason_name=(reasons.get(reason) or f"reason {reason}") if is_drop else "",
+                location=loc, location_sym=self._sym(loc) if loc else "",
+                icmp_type=itype, icmp_code=icode,
+            ))
+        return out
+
+
+def decode_drop_event(rec: bytes, reason_names: dict[int, str] | None = None,
+                      symbolize: Callable[[int], str] | None = None) -> DropEvent:
+    """One ring-buffer record -> DropEvent."""
+    return EventDecoder(reason_names, symbolize).decode(rec)
+
+
+def parse_reason_names(enum_values: dict[str, int]) -> dict[int, str]:
+    """{"SKB_DROP_REASON_NO_SOCKET": 3, ...} (BTF enum) -> {3: "NO_SOCKET", ...}."""
+    out: dict[int, str] = {}
+    for name, value in enum_values.items():
+        short = name[len("SKB_DROP_REASON_"):] if name.startswith("SKB_DROP_REASON_") else name
+        if short == "MAX":
+            continue
+        out.setdefault(value, short)
+    return out
+

@@ -1,0 +1,243 @@
+"""Load drops.bpf.o, attach it, and read the drops it reports (effects).
+
+``DropMonitor`` is the one entry point (``ipdbg drops``, why-dropped, bench):
+
+    with DropMonitor(build_filter(dst="198.51.100.80:80")) as mon:
+        select.select([mon], [], [], 1.0)
+        for ev in mon.poll(0): ...
+        mon.lost
+
+Programs are chosen per tier and per kind (``TIERS``). The tracepoint tier tries
+each flavour in order, tp_btf first, then raw_tp, then the classic tracepoint
+(which needs tracefs), and keeps the first that loads. The fentry and kprobe
+tiers will add their programs to ``TIERS`` and reuse the same loader.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+from ..errors import KernelError, SystemToolError, UsageError
+from ..events import DropEvent
+from ..filters import PacketFilter
+from ..privileges import CAP_BPF, CAP_PERFMON, require_caps
+from . import libbpf
+from .decode import CONFIG_SIZE, EventDecoder, pack_config, parse_reason_names
+
+OBJECT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "drops.bpf.o")
+DEFAULT_RINGBUF_BYTES = 32 << 20  # ~300k events of 112 bytes: rides out bursts
+
+
+@dataclass(frozen=True)
+class ProgSpec:
+    kind: str  # "kfree_skb" | "icmp_send" | "tcp_send_reset"
+    flavour: str  # "tp_btf" | "raw_tp" | "tracepoint"
+    program: str  # function name in drops.bpf.c
+    tracepoint: str  # kernel tracepoint name (btf_trace_<name> in BTF)
+
+    @property
+    def attach_name(self) -> str:
+        return f"{self.flavour}/{self.tracepoint}"
+
+
+def _specs(kind: str, btf: str, raw: str, tp: str | None = None) -> list[ProgSpec]:
+    out = [ProgSpec(kind, "tp_btf", btf, kind), ProgSpec(kind, "raw_tp", raw, kind)]
+    if tp:
+        out.append(ProgSpec(kind, "tracepoint", tp, kind))
+    return out
+
+
+# tier -> flavours to try in order -> programs
+TIERS: dict[str, dict] = {
+    "tracepoint": {
+        "flavours": ("tp_btf", "raw_tp", "tracepoint"),
+        "programs": (
+            _specs("kfree_skb", "ipdbg_kfree_skb_btf", "ipdbg_kfree_skb_raw", "ipdbg_kfree_skb_tp")
+            + _specs("icmp_send", "ipdbg_icmp_send_btf", "ipdbg_icmp_send_raw")
+            + _specs("tcp_send_reset", "ipdbg_tcp_send_reset_btf", "ipdbg_tcp_send_reset_raw")
+        ),
+    },
+}
+ALL_KINDS = ("kfree_skb", "icmp_send", "tcp_send_reset")
+
+
+def resolve_reasons(names: list[str] | tuple[str, ...], enum_values: dict[str, int]) -> list[int]:
+    """Drop reason names (any case, with or without SKB_DROP_REASON_) -> values."""
+    by_name = {n.upper(): v for v, n in parse_reason_names(enum_values).items()}
+    out = []
+    for name in names:
+        key = name.upper()
+        if key.startswith("SKB_DROP_REASON_"):
+            key = key[len("SKB_DROP_REASON_"):]
+        if key not in by_name:
+            close = sorted(n for n in by_name if key[:4] in n)[:8]
+            raise UsageError(f"unknown drop reason {name!r} on this kernel",
+                             "known here: " + (", ".join(close) if close else ", ".join(sorted(by_name)[:12]) + ", ..."))
+        out.append(by_name[key])
+    return out
+
+
+class DropMonitor:
+    def __init__(self, flt: PacketFilter | None = None, netns_inodes: list[int] | None = None,
+                 reasons: list[str] | None = None, kinds=ALL_KINDS, debug: bool = False,
+                 tier: str = "tracepoint", ringbuf_bytes: int = DEFAULT_RINGBUF_BYTES):
+        self.filter = flt or PacketFilter()
+        self.netns_inodes = list(netns_inodes or [])
+        reasons = list(reasons or []) + [r for r in self.filter.reasons if r not in (reasons or [])]
+        self.reasons = reasons
+        self.kinds = tuple(kinds)
+        for k in self.kinds:
+            if k not in ALL_KINDS:
+                raise UsageError(f"unknown event kind {k!r}", "use: " + ", ".join(ALL_KINDS))
+        if tier not in TIERS:
+            raise KernelError(f"the {tier} tier has no drop programs yet")
+        self.tier = tier
+        self.debug = debug
+        self.ringbuf_bytes = ringbuf_bytes
+        self.attached: list[str] = []
+        self.skipped: dict[str, str] = {}  # kind -> why it is not attached
+        self.links: list[libbpf.Link] = []
+        self.reason_names: dict[int, str] = {}
+        self._stack: ExitStack | None = None
+        self._obj: libbpf.BpfObject | None = None
+        self._ring: libbpf.RingBuffer | None = None
+        self._lost_map: libbpf.Map | None = None
+        self._decoder: EventDecoder | None = None
+
+    # -- set-up ----------------------------------------------------------------
+
+    def __enter__(self) -> "DropMonitor":
+        require_caps([CAP_BPF, CAP_PERFMON], "watching drops with BPF")
+        if not os.path.exists(OBJECT_PATH):
+            raise SystemToolError(f"{OBJECT_PATH} is missing (the BPF objects are not built)",
+                                  "run `make setup` (it runs `make -C ipdbg/bpf`)")
+        btf = self._read_btf()
+        enum = btf.enum_values("skb_drop_reason") if btf is not None else {}
+        self.reason_names = parse_reason_names(enum)
+        reason_values = resolve_reasons(self.reasons, enum) if self.reasons else []
+        config = pack_config(self.filter, self.netns_inodes, reason_values)
+        wanted = [k for k in self.kinds if btf is None or self._tracepoint_exists(btf, k)]
+        for k in self.kinds:
+            if k not in wanted:
+                self.skipped[k] = f"this kernel has no {k} tracepoint"
+        if "kfree_skb" not in wanted and "kfree_skb" in self.kinds:
+            raise KernelError("this kernel has no skb:kfree_skb tracepoint")
+
+        self._stack = ExitStack()
+        try:
+            self._load(wanted, config)
+            self._attach()
+            self._lost_map = self._obj.map("lost")
+            self._ring = libbpf.RingBuffer(self._obj.map("events"))
+            self._stack.callback(self._ring.close)
+            from ..kallsyms import read_kallsyms
+
+            syms = read_kallsyms()
+            self._decoder = EventDecoder(self.reason_names, syms.symbolize if syms else None)
+        except BaseException:
+            self._close()
+            raise
+        return self
+
+    @staticmethod
+    def _read_btf():
+        try:
+            from ..btf import read_vmlinux_btf
+
+            return read_vmlinux_btf()
+        except OSError:
+            return None  # no BTF: tp_btf cannot work; raw_tp and tracepoint may
+
+    @staticmethod
+    def _tracepoint_exists(btf, kind: str) -> bool:
+        return btf.find(f"btf_trace_{kind}", "TYPEDEF") is not None
+
+    def _load(self, kinds: list[str], config: bytes) -> None:
+        """Open and load the object with one flavour, trying them in order."""
+        tier = TIERS[self.tier]
+        failures = []
+        for flavour in tier["flavours"]:
+            chosen = {s.program: s for s in tier["programs"] if s.flavour == flavour and s.kind in kinds}
+            if "kfree_skb" in kinds and not any(s.kind == "kfree_skb" for s in chosen.values()):
+                continue
+            obj = libbpf.BpfObject(OBJECT_PATH, debug=self.debug)
+            try:
+                for prog in obj.programs():
+                    prog.set_autoload(prog.name in chosen)
+                rodata = obj.map(".rodata").initial_value()
+                if len(rodata) < CONFIG_SIZE:
+                    raise KernelError(f".rodata of {OBJECT_PATH} is {len(rodata)} bytes, "
+                                      f"expected {CONFIG_SIZE}: rebuild the BPF objects")
+                # `cfg` is the only .rodata variable: offset 0 (drops.bpf.c).
+                rodata[:CONFIG_SIZE] = config
+                obj.map("events").set_max_entries(self.ringbuf_bytes)
+                obj.load()
+            except KernelError as exc:
+                obj.close()
+                failures.append(f"{flavour}: {exc.message}")
+                continue
+            except BaseException:
+                obj.close()
+                raise
+            self._obj = obj
+            self._stack.callback(obj.close)
+            self._chosen = list(chosen.values())
+            return
+        raise KernelError("no flavour of the drop programs loads: " + "; ".join(failures))
+
+    def _attach(self) -> None:
+        for spec in self._chosen:
+            try:
+                link = self._obj.program(spec.program).attach()
+            except KernelError as exc:
+                if spec.kind == "kfree_skb":
+                    raise
+                self.skipped[spec.kind] = exc.message
+                continue
+            self.links.append(link)
+            self._stack.callback(link.close)
+            self.attached.append(spec.attach_name)
+
+    # -- tear-down -------------------------------------------------------------
+
+    def _close(self) -> None:
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.close()  # links first (LIFO), then the ring, then the object
+        self.links = []
+        self._ring = None
+        self._obj = None
+
+    def __exit__(self, *exc) -> None:
+        self._close()
+
+    close = _close
+
+    # -- reading ---------------------------------------------------------------
+
+    def fileno(self) -> int:
+        return self._ring.fileno()
+
+    def poll_raw(self, timeout_ms: int) -> list[bytes]:
+        """The raw records (struct drop_event), for fixtures and benchmarks."""
+        return self._ring.poll(timeout_ms)
+
+    def poll(self, timeout_ms: int) -> list[DropEvent]:
+        """Events ready within ``timeout_ms`` (0: do not wait), decoded."""
+        return self._decoder.decode_many(self._ring.poll(timeout_ms))
+
+    def decode(self, records: list[bytes]) -> list[DropEvent]:
+        return self._decoder.decode_many(records)
+
+    @property
+    def lost(self) -> int:
+        """Events the kernel could not put in the ring buffer (all CPUs, so far)."""
+        if self._lost_map is None:
+            return 0
+        return sum(self._lost_map.lookup_percpu_u64(0))
+
+    @property
+    def link_ids(self) -> list[int]:
+        return [link.id for link in self.links]
