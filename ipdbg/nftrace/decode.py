@@ -1,0 +1,202 @@
+"""Decode nftrace (NFT_MSG_TRACE) and legacy TRACE (nfnetlink_log) messages (pure).
+
+``decode_trace`` turns the payload of one NFT_MSG_TRACE message (after the
+nlmsghdr) into a TraceEvent, with the kernel's attribute names
+(include/uapi/linux/netfilter/nf_tables.h, net/netfilter/nf_tables_trace.c).
+``decode_nflog`` turns one NFULNL_MSG_PACKET carrying the
+``TRACE: table:chain:type:N`` prefix of ip_tables/ip6_tables into a TraceEvent
+with ``source="legacy"``.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+
+from ..events import TRACE_POLICY, TRACE_RETURN, TRACE_RULE, PacketKey, TraceEvent, parse_packet_headers
+from . import nl
+from .nl import (NFTA_TRACE_CHAIN, NFTA_TRACE_CT_DIRECTION, NFTA_TRACE_CT_ID, NFTA_TRACE_CT_STATE,
+                 NFTA_TRACE_CT_STATUS, NFTA_TRACE_ID, NFTA_TRACE_IIF, NFTA_TRACE_MARK,
+                 NFTA_TRACE_NETWORK_HEADER, NFTA_TRACE_NFPROTO, NFTA_TRACE_OIF, NFTA_TRACE_POLICY,
+                 NFTA_TRACE_RULE_HANDLE, NFTA_TRACE_TABLE, NFTA_TRACE_TRANSPORT_HEADER,
+                 NFTA_TRACE_TYPE, NFTA_TRACE_VERDICT, NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE)
+
+TRACE_TYPES = {nl.NFT_TRACETYPE_POLICY: TRACE_POLICY, nl.NFT_TRACETYPE_RETURN: TRACE_RETURN,
+               nl.NFT_TRACETYPE_RULE: TRACE_RULE}
+
+# NF_CT_STATE_* bits as nft_ct reports them (include/uapi/linux/netfilter/nf_conntrack_common.h:
+# NF_CT_STATE_BIT(ctinfo) = 1 << (ctinfo + 1), INVALID = 1, UNTRACKED = 1 << 6).
+CT_STATE_BITS = ((1, "invalid"), (2, "established"), (4, "related"), (8, "new"), (64, "untracked"))
+CT_DIRECTIONS = {0: "original", 1: "reply"}
+
+_BE32 = struct.Struct("!I")
+_BE32S = struct.Struct("!i")
+_BE64 = struct.Struct("!Q")
+_NLA = struct.Struct("=HH")
+
+
+class DecodeError(ValueError):
+    """A message that does not have the shape the kernel sends."""
+
+
+def format_verdict(code: int) -> str:
+    """Verdict name for a NFTA_VERDICT_CODE / NFTA_TRACE_POLICY value."""
+    if code >= 0:
+        code &= nl.NF_VERDICT_MASK
+    return nl.VERDICT_NAMES.get(code, str(code))
+
+
+def _cstr(v: memoryview) -> str:
+    b = v.tobytes()
+    i = b.find(b"\0")
+    return (b if i < 0 else b[:i]).decode(errors="replace")
+
+
+def _attrs(mv: memoryview, off: int) -> dict:
+    out = {}
+    end = len(mv)
+    unpack = _NLA.unpack_from
+    while off + 4 <= end:
+        alen, atype = unpack(mv, off)
+        if alen < 4:
+            break
+        out[atype & 0x3FFF] = mv[off + 4:off + alen]
+        off += (alen + 3) & ~3
+    return out
+
+
+def decode_ct_state(bits: int) -> list[str]:
+    return [name for bit, name in CT_STATE_BITS if bits & bit]
+
+
+def decode_trace(payload: bytes | memoryview, netns: int = 0, ts_ns: int = 0) -> TraceEvent:
+    """TraceEvent from the payload of one NFT_MSG_TRACE message (nfgenmsg + attributes)."""
+    mv = payload if isinstance(payload, memoryview) else memoryview(payload)
+    if len(mv) < 4:
+        raise DecodeError("NFT_MSG_TRACE shorter than its nfgenmsg")
+    family = nl.NFT_FAMILY_NAMES.get(mv[0], str(mv[0]))
+    a = _attrs(mv, 4)
+    if NFTA_TRACE_ID not in a or NFTA_TRACE_TYPE not in a:
+        raise DecodeError("NFT_MSG_TRACE without NFTA_TRACE_ID or NFTA_TRACE_TYPE")
+    ttype = _BE32.unpack_from(a[NFTA_TRACE_TYPE])[0]
+    verdict = jump = policy = ""
+    v = a.get(NFTA_TRACE_VERDICT)
+    if v is not None:
+        va = _attrs(v, 0)
+        if NFTA_VERDICT_CODE in va:
+            code = _BE32S.unpack_from(va[NFTA_VERDICT_CODE])[0]
+            verdict = format_verdict(code)
+        if NFTA_VERDICT_CHAIN in va:
+            jump = _cstr(va[NFTA_VERDICT_CHAIN])
+    p = a.get(NFTA_TRACE_POLICY)
+    if p is not None:
+        policy = format_verdict(_BE32.unpack_from(p)[0])
+    h = a.get(NFTA_TRACE_RULE_HANDLE)
+    key = None
+    net = a.get(NFTA_TRACE_NETWORK_HEADER)
+    if net is not None:
+        tr = a.get(NFTA_TRACE_TRANSPORT_HEADER)
+        key = parse_packet_headers(net.tobytes(), tr.tobytes() if tr is not None else b"")
+    ct = {}
+    if NFTA_TRACE_CT_ID in a:
+        ct["id"] = _BE32.unpack_from(a[NFTA_TRACE_CT_ID])[0]
+    if NFTA_TRACE_CT_DIRECTION in a:
+        d = a[NFTA_TRACE_CT_DIRECTION][0]
+        ct["direction"] = CT_DIRECTIONS.get(d, str(d))
+    if NFTA_TRACE_CT_STATUS in a:
+        ct["status"] = _BE32.unpack_from(a[NFTA_TRACE_CT_STATUS])[0]
+    if NFTA_TRACE_CT_STATE in a:
+        ct["state"] = decode_ct_state(_BE32.unpack_from(a[NFTA_TRACE_CT_STATE])[0])
+    g = a.get
+    return TraceEvent(
+        source="nftrace",
+        netns=netns,
+        trace_id=_BE32.unpack_from(a[NFTA_TRACE_ID])[0],
+        family=family,
+        table=_cstr(a[NFTA_TRACE_TABLE]) if NFTA_TRACE_TABLE in a else "",
+        chain=_cstr(a[NFTA_TRACE_CHAIN]) if NFTA_TRACE_CHAIN in a else "",
+        type=TRACE_TYPES.get(ttype, str(ttype)),
+        verdict=verdict,
+        jump_target=jump,
+        handle=_BE64.unpack_from(h)[0] if h is not None else None,
+        policy=policy,
+        iif=_BE32.unpack_from(g(NFTA_TRACE_IIF))[0] if NFTA_TRACE_IIF in a else 0,
+        oif=_BE32.unpack_from(g(NFTA_TRACE_OIF))[0] if NFTA_TRACE_OIF in a else 0,
+        mark=_BE32.unpack_from(g(NFTA_TRACE_MARK))[0] if NFTA_TRACE_MARK in a else 0,
+        nfproto=_BE32.unpack_from(g(NFTA_TRACE_NFPROTO))[0] if NFTA_TRACE_NFPROTO in a else 0,
+        ts_ns=ts_ns,
+        key=key,
+        ct=ct,
+    )
+
+
+# ip_tables.c / ip6_tables.c trace_packet(): "TRACE: %s:%s:%s:%u " (table, chain, comment, rulenum)
+# with comment one of "rule", "return", "policy" (comments[] in ip_tables.c).
+_TRACE_PREFIX = re.compile(r"^TRACE: ([^:]+):([^:]+):(rule|return|policy):(\d+)")
+_LEGACY_FAMILY = {nl.NFPROTO_IPV4: "ip", nl.NFPROTO_IPV6: "ip6"}
+
+
+def decode_legacy_trace_id(key: PacketKey | None, payload: bytes) -> int:
+    """A per-packet id for legacy TRACE records (the kernel sends none).
+
+    Built from the fields that stay the same while one packet walks the legacy
+    tables of one netns (addresses, ports, IP id / flow label, TCP seq), so the
+    records of one packet share it. Offset above 2**32 so that it never equals
+    an nftrace NFTA_TRACE_ID (a be32).
+    """
+    if key is not None:
+        ident = f"{key.family}|{key.proto}|{key.src}|{key.dst}|{key.sport}|{key.dport}|{key.ident}|{key.seq}"
+        return (1 << 32) | zlib.crc32(ident.encode())
+    return (1 << 32) | zlib.crc32(payload[:64])
+
+
+def decode_nflog(payload: bytes | memoryview, netns: int = 0, ts_ns: int = 0) -> TraceEvent | None:
+    """TraceEvent from one NFULNL_MSG_PACKET payload, or None if it is not a TRACE record."""
+    mv = payload if isinstance(payload, memoryview) else memoryview(payload)
+    if len(mv) < 4:
+        raise DecodeError("NFULNL_MSG_PACKET shorter than its nfgenmsg")
+    pf = mv[0]
+    a = _attrs(mv, 4)
+    pre = a.get(nl.NFULA_PREFIX)
+    if pre is None:
+        return None
+    m = _TRACE_PREFIX.match(_cstr(pre))
+    if m is None:
+        return None
+    table, chain, ttype, num = m.group(1), m.group(2), m.group(3), int(m.group(4))
+    data = a[nl.NFULA_PAYLOAD].tobytes() if nl.NFULA_PAYLOAD in a else b""
+    key = parse_packet_headers(data) if data else None
+    g = a.get
+    return TraceEvent(
+        source="legacy",
+        netns=netns,
+        trace_id=decode_legacy_trace_id(key, data),
+        family=_LEGACY_FAMILY.get(pf, str(pf)),
+        table=table,
+        chain=chain,
+        type=ttype,
+        rulenum=num,
+        iif=_BE32.unpack_from(g(nl.NFULA_IFINDEX_INDEV))[0] if nl.NFULA_IFINDEX_INDEV in a else 0,
+        oif=_BE32.unpack_from(g(nl.NFULA_IFINDEX_OUTDEV))[0] if nl.NFULA_IFINDEX_OUTDEV in a else 0,
+        mark=_BE32.unpack_from(g(nl.NFULA_MARK))[0] if nl.NFULA_MARK in a else 0,
+        nfproto=pf,
+        ts_ns=ts_ns,
+        key=key,
+    )
+
+
+def decode_ruleset_change(msg_type: int, payload: bytes | memoryview) -> tuple[int, str] | None:
+    """(NFT_MSG_*, table) for an NFNLGRP_NFTABLES notification that changes rules, else None.
+
+    Attribute 1 is the table name in every such message (NFTA_TABLE_NAME,
+    NFTA_CHAIN_TABLE, NFTA_RULE_TABLE, NFTA_SET_TABLE, NFTA_SET_ELEM_LIST_TABLE).
+    """
+    if msg_type >> 8 != nl.NFNL_SUBSYS_NFTABLES:
+        return None
+    msg = msg_type & 0xFF
+    if msg not in nl.NFT_RULESET_CHANGES:
+        return None
+    mv = payload if isinstance(payload, memoryview) else memoryview(payload)
+    a = _attrs(mv, 4)
+    return msg, (_cstr(a[1]) if 1 in a else "")

@@ -1,0 +1,336 @@
+"""TraceSession: owned nftrace tables and trace listeners in one or more netns (effects).
+
+Per netns: one socket owns the trace table (the kernel deletes the table when
+that socket closes, so nothing survives us, SIGKILL included), one socket
+listens on NFNLGRP_NFTRACE, one on NFNLGRP_NFTABLES (ruleset changes refresh
+the rule snapshot), and for legacy tables one nfnetlink_log socket bound to
+group 0 (see nflog.py).
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import os
+import select
+import socket
+import time
+
+from ..errors import KernelError
+from ..events import TRACE_RULE, TraceEvent
+from ..filters import PacketFilter
+from ..netns import enter_netns, netns_inode
+from . import build, nflog, nl, sock
+from .decode import DecodeError, decode_nflog, decode_ruleset_change, decode_trace
+
+log = logging.getLogger("ipdbg.nftrace")
+
+REFRESH_DEBOUNCE_S = 0.2
+LEGACY_PFS = (nl.NFPROTO_IPV4, nl.NFPROTO_IPV6)
+_table_counter = itertools.count()
+
+
+def read_snapshot_for(netns: str | None):
+    """The rules library's snapshot of ``netns``, or None while it is not there."""
+    try:
+        from ..rules.snapshot import read_snapshot
+    except ImportError:  # the rules library is written in parallel (issue: rules snapshot)
+        return None
+    return read_snapshot(netns)
+
+
+def read_legacy_tables(netns: str | None) -> bool:
+    """Does ``netns`` have any iptables-legacy table loaded (ip_tables / ip6_tables)?"""
+    with enter_netns(netns):
+        for name in ("ip_tables_names", "ip6_tables_names"):
+            try:
+                with open(f"/proc/thread-self/net/{name}") as f:
+                    if f.read().strip():
+                        return True
+            except OSError:
+                continue
+    return False
+
+
+def read_netlink_drops(netns: str | None, inodes: set[int]) -> int:
+    """Sum of the kernel's Drops counters for our netlink sockets (/proc/net/netlink)."""
+    total = 0
+    with enter_netns(netns):
+        try:
+            with open("/proc/thread-self/net/netlink") as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            return 0
+    for line in lines:
+        cols = line.split()
+        # sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode
+        if len(cols) >= 10 and int(cols[9]) in inodes:
+            total += int(cols[8])
+    return total
+
+
+class _Netns:
+    """Everything ipdbg holds in one netns."""
+
+    def __init__(self, path: str | None, table: str):
+        self.path = path
+        self.inode = netns_inode(path)
+        self.table = table
+        self.owner: socket.socket | None = None
+        self.trace: socket.socket | None = None
+        self.changes: socket.socket | None = None
+        self.nflog: socket.socket | None = None
+        self.guard: nflog.NflogGuard | None = None
+        self.saved_loggers: dict[int, str] = {}
+        self.snapshot = None
+        self.dirty_since: float | None = None
+        self.lost = 0
+
+    def sockets(self):
+        return [s for s in (self.trace, self.nflog, self.changes, self.owner) if s is not None]
+
+
+class TraceSession:
+    """Trace packets matching ``flt`` in each of ``netns_paths`` (None = our own netns).
+
+    >>> with TraceSession(["/run/netns/client"], build_filter(dst="198.51.100.80")) as ts:
+    ...     events = ts.poll(1000)
+    """
+
+    def __init__(self, netns_paths: list[str | None], flt: PacketFilter, legacy: bool | str = "auto",
+                 bridge: bool = False, debug: bool = False, record=None):
+        self.netns_paths = list(netns_paths) or [None]
+        self.flt = flt
+        self.legacy = legacy
+        self.bridge = bridge
+        self.debug = debug
+        self.record = record  # callable(kind, netns_inode, raw message bytes) or None
+        self._ns: list[_Netns] = []
+        self._by_fd: dict[int, tuple[_Netns, str]] = {}
+        self._resolved: dict[TraceEvent, object] = {}
+        self._buf = bytearray(1 << 20)
+        self._lost_overruns = 0
+
+    # ---- life cycle -------------------------------------------------------------
+
+    def __enter__(self) -> "TraceSession":
+        try:
+            for path in self.netns_paths:
+                n = next(_table_counter)
+                name = f"ipdbg_{os.getpid()}" + (f"_{n}" if n else "")
+                ns = _Netns(path, name)
+                self._ns.append(ns)
+                self._arm(ns)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _arm(self, ns: _Netns) -> None:
+        # Listeners first: once the table exists, every matching packet is traced.
+        ns.trace = sock.open_nfnl(ns.path, (nl.NFNLGRP_NFTRACE,), sock.RCVBUF)
+        ns.changes = sock.open_nfnl(ns.path, (nl.NFNLGRP_NFTABLES,), 4 << 20)
+        if self._want_legacy(ns):
+            self._bind_nflog(ns)
+        ns.snapshot = read_snapshot_for(ns.path)
+        ns.owner = sock.open_nfnl(ns.path)
+        families = ["inet"] + (["bridge"] if self.bridge else [])
+        for seq, fam in enumerate(families):
+            data, acks = build.format_trace_batch(ns.table, self.flt, fam, seq=100 * seq + 1)
+            sock.talk(ns.owner, data, acks, f"creating trace table {fam} {ns.table}")
+        for s, kind in ((ns.trace, "trace"), (ns.changes, "changes"), (ns.nflog, "nflog")):
+            if s is not None:
+                self._by_fd[s.fileno()] = (ns, kind)
+
+    def _want_legacy(self, ns: _Netns) -> bool:
+        if self.legacy == "auto":
+            return read_legacy_tables(ns.path)
+        return bool(self.legacy) and self.legacy != "no"
+
+    def _bind_nflog(self, ns: _Netns) -> None:
+        s = sock.open_nfnl(ns.path, (), sock.RCVBUF)
+        ns.nflog = s
+        ns.saved_loggers = {pf: nflog.read_nf_log(ns.path, pf) for pf in LEGACY_PFS}
+        ns.guard = nflog.NflogGuard(ns.path, ns.saved_loggers)
+        seq = 1
+        # Instance for group 0 (nfulnl_log_packet uses group 0 for ip_tables' TRACE loginfo).
+        sock.talk(s, build.format_nflog_config(0, socket.AF_UNSPEC, nl.NFULNL_CFG_CMD_BIND, seq),
+                  [seq], "nfnetlink_log: binding group 0")
+        seq += 1
+        sock.talk(s, build.format_nflog_config(0, socket.AF_UNSPEC, None, seq, copy_range=128,
+                                               nlbufsiz=65536, timeout=1, qthresh=64),
+                  [seq], "nfnetlink_log: configuring group 0")
+        for pf in LEGACY_PFS:
+            seq += 1
+            if ns.saved_loggers[pf] == nflog.NFULNL_LOGGER:
+                continue
+            sock.talk(s, build.format_nflog_config(0, pf, nl.NFULNL_CFG_CMD_PF_BIND, seq), [seq],
+                      f"nfnetlink_log: binding protocol family {pf}")
+        log.debug("netns %s: nf_log was %s, now nfnetlink_log", ns.inode, ns.saved_loggers)
+
+    def __exit__(self, *exc) -> None:
+        errors = []
+        for ns in self._ns:
+            for s in (ns.owner, ns.trace, ns.changes):
+                if s is not None:
+                    s.close()  # closing the owner socket deletes the table (NFT_TABLE_F_OWNER)
+            ns.owner = ns.trace = ns.changes = None
+            if ns.nflog is not None:
+                ns.nflog.close()
+                ns.nflog = None
+            for pf, name in ns.saved_loggers.items():
+                try:
+                    nflog.restore_nf_log(ns.path, pf, name)
+                except OSError as e:
+                    errors.append(f"echo {name} > /proc/sys/net/netfilter/nf_log/{pf} "
+                                  f"(in netns {ns.path or 'host'}): {e}")
+            ns.saved_loggers = {}
+            if ns.guard is not None:
+                ns.guard.close()
+                ns.guard = None
+        self._by_fd.clear()
+        if errors:
+            raise KernelError("could not put back the nf_log loggers; run by hand: " + "; ".join(errors))
+
+    # ---- events -----------------------------------------------------------------
+
+    def fds(self) -> list[int]:
+        return list(self._by_fd)
+
+    @property
+    def lost(self) -> int:
+        """Trace messages the kernel dropped for us (netlink overruns, from /proc/net/netlink)."""
+        total = 0
+        for ns in self._ns:
+            socks = [s for s in (ns.trace, ns.nflog) if s is not None]
+            if socks:
+                ns.lost = max(ns.lost, read_netlink_drops(ns.path, {os.fstat(s.fileno()).st_ino for s in socks}))
+            total += ns.lost
+        return max(total, self._lost_overruns)
+
+    def poll(self, timeout_ms: int) -> list[TraceEvent]:
+        """Decoded events (netns set to the inode); waits at most ``timeout_ms`` for the first."""
+        out: list[TraceEvent] = []
+        fds = self._by_fd
+        if not fds:
+            return out
+        ready = [fd for fd, _ in self._poller().poll(timeout_ms)]
+        for fd in ready:
+            ns, kind = fds[fd]
+            if kind == "changes":
+                self._drain_changes(ns)
+        for fd in ready:
+            ns, kind = fds[fd]
+            if kind != "changes":
+                self._drain(ns, kind, out)
+        now = time.monotonic()
+        for ns in self._ns:
+            if ns.dirty_since is not None and now - ns.dirty_since >= REFRESH_DEBOUNCE_S:
+                self._refresh(ns)
+        return out
+
+    def _poller(self):
+        p = getattr(self, "_p", None)
+        if p is None or self._p_fds != set(self._by_fd):
+            p = select.poll()
+            for fd in self._by_fd:
+                p.register(fd, select.POLLIN)
+            self._p, self._p_fds = p, set(self._by_fd)
+        return p
+
+    def _drain(self, ns: _Netns, kind: str, out: list[TraceEvent]) -> None:
+        s = ns.trace if kind == "trace" else ns.nflog
+        buf = self._buf
+        mv = memoryview(buf)
+        ours = ns.table
+        record = self.record
+        debug = self.debug
+        for _ in range(256):  # bounded: let the other sockets have their turn
+            try:
+                n = s.recv_into(buf)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:
+                    self._lost_overruns += 1
+                    ns.lost = max(ns.lost + 1, read_netlink_drops(ns.path, {os.fstat(s.fileno()).st_ino}))
+                    continue
+                raise
+            ts = time.monotonic_ns()
+            for mtype, _flags, _seq, _pid, payload in nl.parse_nlmsgs(mv[:n]):
+                if record is not None:
+                    record(kind, ns.inode, mtype, payload.tobytes())
+                try:
+                    if kind == "trace":
+                        if mtype != (nl.NFNL_SUBSYS_NFTABLES << 8) | nl.NFT_MSG_TRACE:
+                            continue
+                        ev = decode_trace(payload, ns.inode, ts)
+                        if ev.table == ours and not debug:
+                            continue
+                    else:
+                        if mtype != (nl.NFNL_SUBSYS_ULOG << 8) | nl.NFULNL_MSG_PACKET:
+                            continue
+                        ev = decode_nflog(payload, ns.inode, ts)
+                        if ev is None:
+                            continue
+                except (DecodeError, KeyError, IndexError, ValueError) as e:
+                    log.debug("undecodable %s message: %s", kind, e)
+                    continue
+                if ev.type == TRACE_RULE and (ev.handle is not None or ev.rulenum is not None):
+                    self._resolve_now(ns, ev)
+                out.append(ev)
+
+    def _drain_changes(self, ns: _Netns) -> None:
+        for _ in range(64):
+            try:
+                data = ns.changes.recv(1 << 16)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                if e.errno == errno.ENOBUFS:  # we missed some: refresh anyway
+                    ns.dirty_since = ns.dirty_since or time.monotonic()
+                    continue
+                raise
+            for mtype, _f, _s, _p, payload in nl.parse_nlmsgs(data):
+                ch = decode_ruleset_change(mtype, payload)
+                if ch is not None and ch[1] != ns.table:
+                    ns.dirty_since = ns.dirty_since or time.monotonic()
+
+    def _refresh(self, ns: _Netns) -> None:
+        ns.dirty_since = None
+        try:
+            ns.snapshot = read_snapshot_for(ns.path)
+        except Exception as e:  # keep tracing with the old snapshot; say so with --debug
+            log.debug("netns %s: rule snapshot refresh failed: %s", ns.inode, e)
+
+    # ---- rules ------------------------------------------------------------------
+
+    def _lookup(self, ns: _Netns, ev: TraceEvent):
+        snap = ns.snapshot
+        if snap is None:
+            return None
+        if ev.source == "legacy":
+            fam = 6 if ev.family == "ip6" else 4
+            return snap.lookup(ev.table, ev.chain, ev.rulenum, family=fam, backend="legacy")
+        return snap.by_nft_handle(ev.family, ev.table, ev.chain, ev.handle)
+
+    def _resolve_now(self, ns: _Netns, ev: TraceEvent) -> None:
+        ref = self._lookup(ns, ev)
+        if ref is None and ns.dirty_since is not None:
+            self._refresh(ns)  # a rule added since the last refresh
+            ref = self._lookup(ns, ev)
+        if len(self._resolved) > 200_000:
+            self._resolved.clear()
+        self._resolved[ev] = ref
+
+    def resolve(self, ev: TraceEvent):
+        """The rule of a rule-type event, as it was when the packet was traced (None for policy)."""
+        if ev.type != TRACE_RULE or (ev.handle is None and ev.rulenum is None):
+            return None
+        if ev in self._resolved:
+            return self._resolved[ev]
+        for ns in self._ns:
+            if ns.inode == ev.netns:
+                return self._lookup(ns, ev)
+        return None
