@@ -1,0 +1,189 @@
+"""Run the system's iptables binaries (effects): find them, pick a backend, read
+with ``iptables-save -c``, write with ``iptables-restore --noflush -w``, and turn
+iptables' stderr into our errors.
+
+``--netns`` runs each binary through ``nsenter --net=PATH`` (ipdbg.netns).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+from ..errors import ConflictError, NotFoundError, SystemToolError, UsageError
+from ..netns import nsenter_argv
+
+BACKENDS = ("nft", "legacy")
+
+
+def find_binary(name: str) -> str:
+    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+    if path is None:
+        raise SystemToolError(f"{name} is not installed",
+                              "install the Debian package `iptables` (make setup)")
+    return path
+
+
+def binary(kind: str, family: int, backend: str) -> str:
+    """kind: "" (iptables), "save" or "restore"."""
+    base = "iptables" if family == 4 else "ip6tables"
+    name = f"{base}-{backend}" + (f"-{kind}" if kind else "")
+    return find_binary(name)
+
+
+def read_system_backend(family: int = 4) -> str:
+    """The backend the system's `iptables` uses ("nft" or "legacy").
+
+    Debian points /usr/sbin/iptables at iptables-nft or iptables-legacy through
+    update-alternatives; both are links to xtables-{nft,legacy}-multi.
+    """
+    name = "iptables" if family == 4 else "ip6tables"
+    path = shutil.which(name) or f"/usr/sbin/{name}"
+    try:
+        real = os.path.realpath(path)
+        link = os.readlink(path) if os.path.islink(path) else ""
+    except OSError:
+        raise SystemToolError(f"{name} is not installed",
+                              "install the Debian package `iptables` (make setup)") from None
+    for hint in (real, link):
+        base = os.path.basename(hint)
+        if "legacy" in base:
+            return "legacy"
+        if "nft" in base:
+            return "nft"
+    # a plain binary: ask it (`iptables v1.8.9 (nf_tables)` / `(legacy)`)
+    out = subprocess.run([path, "-V"], capture_output=True, text=True).stdout
+    return "nft" if "nf_tables" in out else "legacy"
+
+
+def pick_backend(choice: str, family: int = 4) -> str:
+    if choice in BACKENDS:
+        return choice
+    return read_system_backend(family)
+
+
+def _run(argv: list[str], netns: str | None, input: str | None = None) -> subprocess.CompletedProcess:
+    full = nsenter_argv(netns, argv)
+    try:
+        return subprocess.run(full, input=input, capture_output=True, text=True)
+    except FileNotFoundError as exc:
+        raise SystemToolError(f"cannot run {full[0]}: {exc.strerror}") from None
+
+
+def read_save(family: int, backend: str, netns: str | None = None,
+              table: str | None = None, counters: bool = True) -> str:
+    """The text of `iptables-save [-c] [-t TABLE]` (in netns)."""
+    argv = [binary("save", family, backend)]
+    if counters:
+        argv.append("-c")
+    if table:
+        argv += ["-t", table]
+    proc = _run(argv, netns)
+    if proc.returncode != 0:
+        raise read_error(proc.stderr, argv, netns, table)
+    return proc.stdout
+
+
+def read_error(stderr: str, argv: list[str], netns: str | None, table: str | None):
+    msg = first_message(stderr) or f"exit status of {os.path.basename(argv[0])}"
+    if netns and ("setns" in stderr or "nsenter" in stderr):
+        return NotFoundError(f"cannot enter network namespace {netns}: {msg}",
+                             "check the name with `ip netns list` or the path")
+    if table and ("not exist" in stderr or "No such file" in stderr or "Table does not exist" in stderr):
+        return UsageError(f"table {table!r} is not available: {msg}",
+                          "the kernel may lack its module (iptable_" + table + ")")
+    if "Permission denied" in stderr or "Operation not permitted" in stderr:
+        from ..errors import PrivilegeError
+        return PrivilegeError(f"{os.path.basename(argv[0])}: {msg}")
+    return SystemToolError(f"{os.path.basename(argv[0])} failed: {msg}")
+
+
+def first_message(stderr: str) -> str:
+    """The line of iptables' stderr that says what went wrong."""
+    for line in stderr.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("Try `", "Error occurred at line")):
+            continue
+        # "iptables-restore v1.8.9 (nf_tables): MESSAGE" -> MESSAGE
+        m = re.match(r"^\S+ v[\d.]+ \([^)]*\): (.*)$", line)
+        if m:
+            return m.group(1).strip()
+        return line
+    return ""
+
+
+_LINE_RE = (re.compile(r"Error occurred at line: (\d+)"), re.compile(r"line (\d+) failed"))
+
+
+def failed_line(stderr: str) -> int | None:
+    for rx in _LINE_RE:
+        m = rx.search(stderr)
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def apply_restore(batch_text: str, family: int, backend: str, netns: str | None = None,
+                  counters: bool = False) -> subprocess.CompletedProcess:
+    """Run `iptables-restore --noflush -w [-c]` with the batch on stdin.
+
+    Returns the finished process; the caller maps a failure with ``restore_error``
+    (it knows which batch line is what).
+    """
+    argv = [binary("restore", family, backend), "--noflush", "-w"]
+    if counters:
+        argv.append("-c")
+    return _run(argv, netns, input=batch_text)
+
+
+def read_list(family: int, backend: str, netns: str | None, argv_tail: list[str]) -> str:
+    """Run the system's `iptables ARGS` (the fallback for listings we cannot render)."""
+    argv = [binary("", family, backend), "-w"] + argv_tail
+    proc = _run(argv, netns)
+    if proc.returncode != 0:
+        msg = first_message(proc.stderr)
+        if "No chain/target/match" in proc.stderr:
+            raise NotFoundError(f"{msg} ({' '.join(argv_tail)})")
+        raise SystemToolError(f"{os.path.basename(argv[0])} failed: {msg}")
+    return proc.stdout
+
+
+def restore_error(stderr: str, role: str | None, what: str) -> Exception:
+    """iptables-restore's complaint about one batch line -> our error.
+
+    ``role`` is "check" for a line of the line-number check (so the ruleset changed
+    since it was read), "user" for the user's own change, None if unknown.
+    ``what`` names the command (for the message).
+    """
+    msg = first_message(stderr) or "iptables-restore failed"
+    if role == "check":
+        return ConflictError(
+            f"{what}: the rule at that line is no longer the one read "
+            f"(the chain changed meanwhile); nothing was changed",
+            "list the chain again (`ipdbg rules -L CHAIN --line-numbers`) and retry")
+    if "Couldn't load target" in msg or "Couldn't load match" in msg:
+        m = re.search(r"`([^']*)'", msg)
+        kind = "target" if "target" in msg else "match"
+        name = m.group(1) if m else "?"
+        return UsageError(f"{what}: unknown {kind} {name!r}",
+                          f"check the spelling; a jump target must be a chain of that table or "
+                          f"an extension iptables knows (`iptables {'-j' if kind == 'target' else '-m'} {name} -h`)")
+    m = re.match(r"Chain '([^']*)' does not exist", msg)
+    if m:
+        return UsageError(f"{what}: unknown target {m.group(1)!r} (no such chain or extension)",
+                          "create the chain first (-N) or check the spelling")
+    if "No chain/target/match" in msg:
+        return NotFoundError(f"{what}: no such chain, target or match",
+                             "list the chains with `ipdbg rules -S`")
+    if "Bad rule (does a matching rule exist" in msg or role == "user" and msg == "iptables-restore failed":
+        return NotFoundError(f"{what}: iptables found no rule to do that on",
+                             "list the chain with `ipdbg rules -S CHAIN` and copy the rule from there")
+    if "Too many links" in msg or "Device or resource busy" in msg:
+        return UsageError(f"{what}: the chain is still referenced by a rule",
+                          "delete the rules that jump to it first")
+    if "Directory not empty" in msg:
+        return UsageError(f"{what}: the chain is not empty", "flush it first with -F")
+    return UsageError(f"{what}: iptables rejected it: {msg}",
+                      "check the rule spec (`iptables -h`, `iptables -m MATCH -h`)")
