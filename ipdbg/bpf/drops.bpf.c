@@ -159,6 +159,66 @@ static __always_inline int match_reason(__u32 reason)
 	return 0;
 }
 
+static __always_inline void read_l4(unsigned char *l4, struct drop_event *e)
+{
+	if (e->proto == IPPROTO_TCP_) {
+		struct tcphdr tcp;
+
+		if (bpf_probe_read_kernel(&tcp, sizeof(tcp), l4))
+			return;
+		e->sport = bpf_ntohs(tcp.source);
+		e->dport = bpf_ntohs(tcp.dest);
+		e->seq = bpf_ntohl(tcp.seq);
+		e->tcp_flags = ((__u8 *)&tcp)[13];
+	} else if (e->proto == IPPROTO_UDP_) {
+		struct udphdr udp;
+
+		if (bpf_probe_read_kernel(&udp, sizeof(udp), l4))
+			return;
+		e->sport = bpf_ntohs(udp.source);
+		e->dport = bpf_ntohs(udp.dest);
+	} else if (e->proto == IPPROTO_ICMP_ || e->proto == IPPROTO_ICMPV6_) {
+		__u16 echo[4]; /* type, code, checksum, then echo id and sequence */
+
+		if (bpf_probe_read_kernel(&echo, sizeof(echo), l4))
+			return;
+		e->sport = bpf_ntohs(echo[2]);
+		e->dport = bpf_ntohs(echo[3]);
+	}
+}
+
+/* A locally built skb before the IP layer wrote its header (skb->protocol is
+ * still 0: __ip_local_out and ip6_local_out set it). E.g. __ip_queue_xmit
+ * drops with IP_OUTNOROUTES before pushing the IP header (net/ipv4/ip_output.c),
+ * when network_header is still 0. Take the tuple from the socket and the rest
+ * from the transport header when the protocol set it. */
+static __always_inline void read_from_sock(struct sk_buff *skb, unsigned char *head, __u16 th,
+					   struct drop_event *e)
+{
+	struct sock *sk = BPF_CORE_READ(skb, sk);
+	__u16 family;
+
+	if (!sk)
+		return;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family == 2 /* AF_INET */) {
+		e->family = 4;
+		bpf_core_read(e->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(e->daddr, 4, &sk->__sk_common.skc_daddr);
+	} else if (family == 10 /* AF_INET6 */) {
+		e->family = 6;
+		bpf_core_read(e->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(e->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+	} else {
+		return;
+	}
+	e->proto = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol); /* a bitfield before 5.6 */
+	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (th != SKB_HDR_UNSET)
+		read_l4(head + th, e);
+}
+
 /* Addresses, protocol, ports, id/flow label, TCP flags and seq from skb->head. */
 static __always_inline void read_headers(struct sk_buff *skb, struct drop_event *e)
 {
@@ -167,19 +227,15 @@ static __always_inline void read_headers(struct sk_buff *skb, struct drop_event 
 	__u16 th = BPF_CORE_READ(skb, transport_header);
 	__u16 proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
 	unsigned char *l4;
-	__u8 first = 0;
 
-	if (!head || nh == SKB_HDR_UNSET)
+	if (!head)
 		return;
-	if (proto != ETH_P_IP && proto != ETH_P_IPV6) {
-		/* skb->protocol can be 0 on locally generated skbs before
-		 * ip_output(): trust the version nibble then. */
-		if (proto != 0)
-			return;
-		if (bpf_probe_read_kernel(&first, 1, head + nh))
-			return;
-		proto = (first >> 4) == 4 ? ETH_P_IP : (first >> 4) == 6 ? ETH_P_IPV6 : 0;
+	if (proto == 0) {
+		read_from_sock(skb, head, th, e);
+		return;
 	}
+	if (nh == SKB_HDR_UNSET)
+		return;
 	if (proto == ETH_P_IP) {
 		struct iphdr iph;
 
@@ -214,31 +270,7 @@ static __always_inline void read_headers(struct sk_buff *skb, struct drop_event 
 	} else {
 		return;
 	}
-
-	if (e->proto == IPPROTO_TCP_) {
-		struct tcphdr tcp;
-
-		if (bpf_probe_read_kernel(&tcp, sizeof(tcp), l4))
-			return;
-		e->sport = bpf_ntohs(tcp.source);
-		e->dport = bpf_ntohs(tcp.dest);
-		e->seq = bpf_ntohl(tcp.seq);
-		e->tcp_flags = ((__u8 *)&tcp)[13];
-	} else if (e->proto == IPPROTO_UDP_) {
-		struct udphdr udp;
-
-		if (bpf_probe_read_kernel(&udp, sizeof(udp), l4))
-			return;
-		e->sport = bpf_ntohs(udp.source);
-		e->dport = bpf_ntohs(udp.dest);
-	} else if (e->proto == IPPROTO_ICMP_ || e->proto == IPPROTO_ICMPV6_) {
-		__u16 echo[4]; /* type, code, checksum, then echo id and sequence */
-
-		if (bpf_probe_read_kernel(&echo, sizeof(echo), l4))
-			return;
-		e->sport = bpf_ntohs(echo[2]);
-		e->dport = bpf_ntohs(echo[3]);
-	}
+	read_l4(l4, e);
 }
 
 static __always_inline int handle(struct sk_buff *skb, __u8 kind, __u64 location, __u32 reason,

@@ -1,0 +1,254 @@
+"""Real drops in lab namespaces, seen by the BPF drop programs.
+
+Each test makes its hosts, causes one kind of drop (plus, where it matters, a
+second flow that is also dropped but excluded by the filter), and checks the
+events: reason, packet key, namespace, and the reply events tied to the
+dropped skb. Traffic stays between lab hosts, to lab addresses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ipdbg import traffic
+from ipdbg.bpf.engine import DropMonitor
+from ipdbg.filters import build_filter
+from ipdbg.netns import enter_netns
+
+IPDBG = [sys.executable, "-m", "ipdbg.cli"]
+
+
+def collect(mon: DropMonitor, want, seconds: float = 5.0) -> list:
+    """Poll until ``want(events)`` holds or ``seconds`` pass; return all events."""
+    events = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        events.extend(mon.poll(100))
+        if want(events):
+            break
+    events.extend(mon.poll(0))
+    return events
+
+
+def drops_to(events, dport, reason=None, kind="kfree_skb"):
+    return [e for e in events if e.kind == kind and e.key is not None and e.key.dport == dport
+            and (reason is None or e.reason_name == reason)]
+
+
+@pytest.fixture
+def pair(lab):
+    a = lab.add_host("a")
+    b = lab.add_host("b")
+    lab.link(a, b, "10.81.0.1/24", "10.81.0.2/24")
+    return a, b
+
+
+def test_attaches_tp_btf_programs():
+    with DropMonitor(build_filter(dst="203.0.113.1")) as mon:
+        assert mon.tier == "tracepoint"
+        assert "tp_btf/kfree_skb" in mon.attached
+        # 6.18 has all three tracepoints (include/trace/events/{skb,icmp,tcp}.h)
+        assert set(mon.attached) == {"tp_btf/kfree_skb", "tp_btf/icmp_send", "tp_btf/tcp_send_reset"}
+        assert mon.lost == 0
+        assert mon.fileno() >= 0
+
+
+def test_iptables_drop_and_excluded_flow(pair):
+    a, b = pair
+    b.run(["iptables", "-A", "INPUT", "-p", "udp", "--dport", "9999", "-j", "DROP"])
+    b.run(["iptables", "-A", "INPUT", "-p", "udp", "--dport", "9998", "-j", "DROP"])
+    flt = build_filter(dst="10.81.0.2:9999", proto="udp")
+    with DropMonitor(flt, netns_inodes=[b.inode]) as mon:
+        assert traffic.send_udp(a.netns, "10.81.0.2", 9998, count=3) == "sent"  # excluded
+        assert traffic.send_udp(a.netns, "10.81.0.2", 9999, count=3, sport=40999) == "sent"
+        events = collect(mon, lambda ev: len(drops_to(ev, 9999)) >= 3)
+        # the excluded flow is dropped too: its rule counter says so
+        save = b.run(["iptables-save", "-c"]).stdout
+        assert "[3:" in save.split("--dport 9998")[0].splitlines()[-1]
+    hits = drops_to(events, 9999, "NETFILTER_DROP")
+    assert len(hits) == 3
+    ev = hits[0]
+    assert ev.netns == b.inode
+    assert ev.key.src == "10.81.0.1" and ev.key.dst == "10.81.0.2"
+    assert ev.key.proto == 17 and ev.key.sport == 40999
+    assert ev.location_sym.startswith(("nft_do_chain+", "nf_hook_slow+"))
+    assert ev.ifindex > 0
+    assert not drops_to(events, 9998), "the filter let an excluded flow through"
+    assert all(e.key is not None and e.key.dport == 9999 for e in events)
+
+
+def test_closed_port_no_socket_and_reset(pair):
+    a, b = pair
+    with DropMonitor(build_filter(dst="10.81.0.2:81"), netns_inodes=[b.inode]) as mon:
+        assert traffic.send_tcp_connect(a.netns, "10.81.0.2", 81) == "refused"
+        events = collect(mon, lambda ev: drops_to(ev, 81, "NO_SOCKET") and drops_to(ev, 81, kind="tcp_send_reset"))
+    drop = drops_to(events, 81, "NO_SOCKET")[0]
+    rst = drops_to(events, 81, kind="tcp_send_reset")[0]
+    assert drop.key.proto == 6 and drop.tcp_flags & 0x02  # the SYN
+    assert drop.location_sym.startswith("tcp_v4_rcv+")
+    # the RST event names the very skb that was dropped, with the same packet
+    assert rst.skb == drop.skb
+    assert rst.key == drop.key
+    assert rst.netns == drop.netns == b.inode
+
+
+def test_reject_ties_icmp_error_to_drop(pair):
+    a, b = pair
+    b.run(["iptables", "-A", "INPUT", "-p", "udp", "--dport", "9997", "-j", "REJECT"])
+    with DropMonitor(build_filter(dst="10.81.0.2:9997"), netns_inodes=[b.inode]) as mon:
+        traffic.send_udp(a.netns, "10.81.0.2", 9997)
+        events = collect(mon, lambda ev: drops_to(ev, 9997) and drops_to(ev, 9997, kind="icmp_send"))
+    drop = drops_to(events, 9997, "NETFILTER_DROP")[0]
+    icmp = drops_to(events, 9997, kind="icmp_send")[0]
+    assert icmp.skb == drop.skb and icmp.key == drop.key
+    assert (icmp.icmp_type, icmp.icmp_code) == (3, 3)  # port unreachable: REJECT's default
+
+
+def test_no_route_in_and_rp_filter(lab):
+    a, r, c = lab.add_host("a"), lab.add_host("r"), lab.add_host("c")
+    lab.link(a, r, "10.82.0.1/24", "10.82.0.2/24")
+    lab.link(r, c, "10.82.1.1/24", "10.82.1.2/24")
+    c.run(["ip", "addr", "add", "198.51.100.80/32", "dev", "lo"])  # r has no route to it
+    a.run(["ip", "route", "add", "198.51.100.0/24", "via", "10.82.0.2"])
+    a.run(["ip", "addr", "add", "10.82.1.9/32", "dev", "lo"])  # r routes 10.82.1.0/24 via c
+    r.sysctl("net.ipv4.ip_forward", 1)
+    r.sysctl("net.ipv4.conf.all.rp_filter", 1)
+    r.sysctl("net.ipv4.conf.eth0.rp_filter", 1)
+    with DropMonitor(build_filter(src="10.82.0.0/23", proto="udp"), netns_inodes=[r.inode]) as mon:
+        traffic.send_udp(a.netns, "198.51.100.80", 7777)
+        traffic.send_udp(a.netns, "10.82.0.2", 7778, src="10.82.1.9")
+        events = collect(mon, lambda ev: drops_to(ev, 7777) and drops_to(ev, 7778))
+    noroute = drops_to(events, 7777)
+    assert [e.reason_name for e in noroute] == ["IP_INNOROUTES"]
+    icmp = drops_to(events, 7777, kind="icmp_send")
+    assert icmp and icmp[0].skb == noroute[0].skb and icmp[0].icmp_type == 3
+    rpf = drops_to(events, 7778)
+    assert [e.reason_name for e in rpf] == ["IP_RPFILTER"]
+    assert rpf[0].key.src == "10.82.1.9"
+
+
+def test_no_route_out(pair):
+    """An established TCP flow whose route turns unreachable: __ip_queue_xmit drops
+    with IP_OUTNOROUTES (net/ipv4/ip_output.c) in the sender's netns."""
+    a, b = pair
+    with enter_netns(b.netns):
+        srv = socket.create_server(("10.81.0.2", 8085))
+    with enter_netns(a.netns):
+        cli = socket.create_connection(("10.81.0.2", 8085), timeout=2)
+    try:
+        conn, _ = srv.accept()
+        sport = cli.getsockname()[1]
+        a.run(["ip", "route", "add", "unreachable", "10.81.0.2/32"])
+        with DropMonitor(build_filter(src=f"10.81.0.1:{sport}", proto="tcp"),
+                         netns_inodes=[a.inode], reasons=["IP_OUTNOROUTES"]) as mon:
+            cli.send(b"x" * 100)
+            events = collect(mon, lambda ev: drops_to(ev, 8085))
+        hits = drops_to(events, 8085)
+        assert hits and all(e.reason_name == "IP_OUTNOROUTES" for e in hits)
+        assert hits[0].netns == a.inode and hits[0].key.sport == sport
+        assert hits[0].comm  # the sending task
+        conn.close()
+    finally:
+        cli.close()
+        srv.close()
+
+
+def test_reason_filter_keeps_other_reasons_out(pair):
+    a, b = pair
+    b.run(["iptables", "-A", "INPUT", "-p", "tcp", "--dport", "82", "-j", "DROP"])
+    with DropMonitor(build_filter(dst="10.81.0.2"), netns_inodes=[b.inode], reasons=["NO_SOCKET"]) as mon:
+        traffic.send_tcp_connect(a.netns, "10.81.0.2", 82, timeout=0.3)  # NETFILTER_DROP: excluded
+        traffic.send_tcp_connect(a.netns, "10.81.0.2", 83)  # closed: NO_SOCKET
+        events = collect(mon, lambda ev: drops_to(ev, 83, "NO_SOCKET"))
+    assert drops_to(events, 83, "NO_SOCKET")
+    assert not drops_to(events, 82)
+    assert {e.reason_name for e in events if e.kind == "kfree_skb"} == {"NO_SOCKET"}
+
+
+def test_netns_filter_keeps_other_namespaces_out(lab):
+    a, b = lab.add_host("a"), lab.add_host("b")
+    c, d = lab.add_host("c"), lab.add_host("d")
+    lab.link(a, b, "10.83.0.1/24", "10.83.0.2/24")
+    lab.link(c, d, "10.83.0.1/24", "10.83.0.2/24")  # same addresses, other namespaces
+    with DropMonitor(build_filter(dst="10.83.0.2:84"), netns_inodes=[b.inode]) as mon:
+        traffic.send_tcp_connect(c.netns, "10.83.0.2", 84)  # excluded: in d
+        traffic.send_tcp_connect(a.netns, "10.83.0.2", 84)
+        events = collect(mon, lambda ev: drops_to(ev, 84, "NO_SOCKET"))
+    hits = drops_to(events, 84)
+    assert hits and {e.netns for e in events} == {b.inode}
+
+
+def test_ipv6_drop(lab):
+    a, b = lab.add_host("a"), lab.add_host("b")
+    lab.link(a, b, "fd00:81::1/64", "fd00:81::2/64")
+    b.run(["ip6tables", "-A", "INPUT", "-p", "udp", "--dport", "9996", "-j", "DROP"])
+    with DropMonitor(build_filter(dst="[fd00:81::2]:9996"), netns_inodes=[b.inode]) as mon:
+        traffic.send_udp(a.netns, "fd00:81::2", 9996)
+        events = collect(mon, lambda ev: drops_to(ev, 9996))
+    ev = drops_to(events, 9996, "NETFILTER_DROP")[0]
+    assert ev.key.family == 6 and ev.key.src == "fd00:81::1" and ev.key.proto == 17
+
+
+def _start_cli(args, ready):
+    env = dict(os.environ)
+    proc = subprocess.Popen(IPDBG + ["drops"] + args + ["--ready-file", ready],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 30
+    while not os.path.exists(ready):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            out, err = proc.communicate(timeout=5) if proc.poll() is None else proc.communicate()
+            pytest.fail(f"ipdbg drops did not get ready: rc={proc.returncode} {err}")
+        time.sleep(0.05)
+    return proc
+
+
+def test_cli_json_count(pair, tmp_path):
+    a, b = pair
+    b.run(["iptables", "-A", "INPUT", "-p", "udp", "--dport", "9995", "-j", "DROP"])
+    b.run(["iptables", "-A", "INPUT", "-p", "udp", "--dport", "9994", "-j", "DROP"])
+    proc = _start_cli(["--dst", "10.81.0.2:9995", "--netns", b.netns, "-o", "json", "--count", "2",
+                       "--timeout", "20"], str(tmp_path / "ready"))
+    traffic.send_udp(a.netns, "10.81.0.2", 9994, count=2)  # excluded
+    traffic.send_udp(a.netns, "10.81.0.2", 9995, count=2)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    events, summary = lines[:-1], lines[-1]["summary"]
+    assert [e["dport"] for e in events] == [9995, 9995]
+    assert all(e["reason"] == "NETFILTER_DROP" and e["netns"] == b.inode for e in events)
+    assert summary["drops"] == 2 and summary["lost"] == 0
+    assert summary["by_reason"] == {"NETFILTER_DROP": 2}
+
+
+def test_cli_text_sigterm_summary(pair, tmp_path):
+    a, b = pair
+    proc = _start_cli(["--dst", "10.81.0.2:86", "--reason", "NO_SOCKET"], str(tmp_path / "ready"))
+    traffic.send_tcp_connect(a.netns, "10.81.0.2", 86)
+    time.sleep(0.5)  # let the event reach the output before we stop it
+    proc.terminate()
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    lines = out.splitlines()
+    assert any("tcp 10.81.0.1:" in ln and "-> 10.81.0.2:86 [SYN]" in ln and "NO_SOCKET" in ln
+               and "tcp_v4_rcv+0x" in ln for ln in lines), out
+    assert any("TCP_RESET_SENT" in ln for ln in lines), out
+    assert lines[-2].startswith("-- 1 drops, 0 events lost"), out
+    assert "NO_SOCKET  tcp_v4_rcv+0x" in lines[-1]
+
+
+def test_cli_without_bpf_capabilities_exits_4():
+    # root without capabilities: the bounding set is empty, so exec keeps none.
+    proc = subprocess.run(["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--"]
+                          + IPDBG + ["drops", "--timeout", "1"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 4, proc.stderr
+    err = proc.stderr.strip().splitlines()
+    assert "CAP_BPF" in err[0] and "CAP_PERFMON" in err[0]
+    assert not proc.stdout
