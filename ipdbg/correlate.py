@@ -21,6 +21,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from .nftrace.path import build_paths, match_rule_verdict
 from .events import (IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, TRACE_POLICY,
                      TRACE_RETURN, TRACE_RULE, DropEvent, PacketKey, TraceEvent)
 
@@ -36,7 +37,7 @@ VERDICT_UNSEEN = "unseen"
 BLOCKING = (VERDICT_DROPPED, VERDICT_REJECTED)
 
 # Verdicts of a trace step that end the packet inside netfilter.
-CAUSE_VERDICTS = ("drop", "queue")
+CAUSE_VERDICTS = ("drop", "reject", "queue", "stolen")
 IPTABLES_HOOKS = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
 IPTABLES_TABLES = ("filter", "nat", "mangle", "raw", "security")
 
@@ -328,8 +329,10 @@ class _Trace:
         self.first_ns = self.last_ns = ev.ts_ns
         self.consumed = False
 
-    def add(self, ev: TraceEvent) -> PacketKey | None:
-        """Append; returns a key that is new for this trace (to index it)."""
+    def add(self, ev: TraceEvent, verdict: str) -> PacketKey | None:
+        """Append; returns a key that is new for this trace (to index it).
+
+        ``verdict``: the step's verdict refined by its rule (legacy TRACE has none)."""
         self.events.append(ev)
         self.last_ns = max(self.last_ns, ev.ts_ns)
         new = None
@@ -338,7 +341,7 @@ class _Trace:
             if ev.key not in self.keys:
                 new = ev.key
             self.keys.append(ev.key)
-        if self.cause is None and _is_cause(ev):
+        if self.cause is None and _is_cause(ev, verdict):
             self.cause = len(self.events) - 1
             self.cause_key = self.keys[-1] if self.keys else None
             self.cause_base = self.base_chain
@@ -349,11 +352,11 @@ class _Trace:
         return self.keys[0] if self.keys else None
 
 
-def _is_cause(ev: TraceEvent) -> bool:
+def _is_cause(ev: TraceEvent, verdict: str) -> bool:
     if ev.type == TRACE_POLICY:
         return (ev.policy or ev.verdict).lower() in CAUSE_VERDICTS
     if ev.type == TRACE_RULE:
-        return ev.verdict.lower() in CAUSE_VERDICTS
+        return verdict in CAUSE_VERDICTS
     return False
 
 
@@ -381,6 +384,7 @@ class Correlator:
         self._traces: dict[tuple, _Trace] = {}
         self._by_key: dict[tuple, list[_Trace]] = defaultdict(list)
         self._pending: list[DropEvent] = []
+        self._retired: list[_Trace] = []  # replaced in _traces by a later packet, same id
         self._replies: deque[DropEvent] = deque(maxlen=4096)
         self._groups: dict[tuple, Explanation] = {}
         self._order: list[tuple] = []
@@ -393,9 +397,16 @@ class Correlator:
             return
         tid = (ev.netns, ev.source, ev.trace_id)
         tr = self._traces.get(tid)
-        if tr is None:
+        if tr is None or tr.cause is not None:
+            # Nothing follows a drop for one packet: a later event with this id is
+            # another packet (legacy ids come from the packet's headers).
+            if tr is not None:
+                self._retired.append(tr)
             tr = self._traces[tid] = _Trace(ev)
-        new_key = tr.add(ev)
+        verdict = ""
+        if ev.type == TRACE_RULE:
+            verdict, _ = match_rule_verdict(ev, self._resolve(ev))
+        new_key = tr.add(ev, verdict)
         if new_key is not None:
             self._by_key[(ev.netns, new_key)].append(tr)
         self.latest_ns = max(self.latest_ns, ev.ts_ns)
@@ -465,6 +476,11 @@ class Correlator:
     def blocking_count(self) -> int:
         return len(self._order)
 
+    def has_pending(self) -> bool:
+        """Drops not yet explained, or traces ending in a drop not yet joined."""
+        return bool(self._pending) or any(t.cause is not None and not t.consumed
+                                          for t in list(self._traces.values()) + self._retired)
+
     # ---- internals
     def _resolve(self, ev: TraceEvent):
         if self._resolve_fn is None or ev.type == TRACE_POLICY:
@@ -478,21 +494,19 @@ class Correlator:
         return self._resolved[ident]
 
     def _path(self, tr: _Trace, upto: int | None = None) -> list[PathStep]:
-        steps = []
         events = tr.events if upto is None else tr.events[:upto + 1]
-        for ev in events:
-            verdict = (ev.verdict or ev.policy).lower()
-            if ev.type == TRACE_RULE and verdict in ("continue", ""):
-                continue  # a rule that matched without deciding (counter, log, our own)
-            rule = self._resolve(ev) if ev.type == TRACE_RULE else None
+        paths = build_paths(events, self._resolve)
+        if not paths:
+            return []
+        steps = []
+        for st in next(iter(paths.values())).steps:
+            rule = st.rule
             line = getattr(rule, "line", None) if rule is not None else None
-            if line is None and ev.rulenum is not None and ev.type == TRACE_RULE:
-                line = ev.rulenum
-            if ev.type == TRACE_POLICY:
-                verdict = (ev.policy or ev.verdict).lower()
-            family = "legacy" if tr.source == "legacy" else ev.family
-            steps.append(PathStep(ev.table, ev.chain, line, verdict, ev.type, family,
-                                  ev.jump_target, ev.handle,
+            if line is None and st.type == TRACE_RULE:
+                line = st.rulenum
+            family = "legacy" if tr.source == "legacy" else st.family
+            steps.append(PathStep(st.table, st.chain, line, st.verdict.lower(), st.type, family,
+                                  st.jump_target, st.handle,
                                   getattr(rule, "text", "") if rule is not None else ""))
         return steps
 
@@ -573,8 +587,8 @@ class Correlator:
             exp.reply = format_reply(self._reply_for(drop) if drop else None, rule,
                                      key.family if key else 4)
         elif rule is None and cause_ev.type == TRACE_RULE:
-            exp.note = exp.note or "the rule that dropped it could not be read back " \
-                                   "(deleted since?)"
+            exp.note = exp.note or ("the rule's text could not be read back (no rule "
+                                    "snapshot, or the rule was deleted since)")
         if drop is None:
             exp.note = exp.note or "the kernel's drop event for this packet was not seen; " \
                                    "the verdict is the rule's"
@@ -600,21 +614,17 @@ class Correlator:
         return exp
 
     def _settle_traces(self, now: int, final: bool) -> list[Explanation]:
+        """Traces old enough that no drop will join them any more: a drop verdict
+        nobody joined becomes a trace-only explanation, the rest ``accepted`` flows."""
         out = []
-        done = []
         horizon = self.window_ns + self.settle_ns
-        for tid, tr in self._traces.items():
-            if not final and now - tr.last_ns < horizon:
-                continue
-            done.append(tid)
-            if tr.consumed:
-                continue
-            if tr.cause is not None:
-                out.append(self._explain_trace(tr, None))
-            elif tr.first_key is not None:
-                self._note_accepted(tr)
-        for tid in done:
-            tr = self._traces.pop(tid)
+        done = [(tid, tr) for tid, tr in self._traces.items()
+                if final or now - tr.last_ns >= horizon]
+        retired = [tr for tr in self._retired if final or now - tr.last_ns >= horizon]
+        for tid, _ in done:
+            del self._traces[tid]
+        self._retired = [tr for tr in self._retired if tr not in retired]
+        for tr in [tr for _, tr in done] + retired:
             for k in set(tr.keys):
                 lst = self._by_key.get((tr.netns, k))
                 if lst is not None:
@@ -622,6 +632,12 @@ class Correlator:
                         lst.remove(tr)
                     if not lst:
                         del self._by_key[(tr.netns, k)]
+            if tr.consumed:
+                continue
+            if tr.cause is not None:
+                out.append(self._explain_trace(tr, None))
+            elif tr.first_key is not None:
+                self._note_accepted(tr)
         return out
 
     def _note_accepted(self, tr: _Trace) -> None:

@@ -1,0 +1,201 @@
+"""why-dropped's machinery (effects): arm the engines, wait, join, answer.
+
+Used by ``ipdbg why-dropped`` and by the scenario runner::
+
+    inv = investigate([host.netns], build_filter(dst="198.51.100.80:80"), timeout=5,
+                      count=1, on_ready=start_traffic)
+    for exp in inv.explanations: print(exp.to_json())
+    inv.lost        # events the engines could not deliver (shown, never silent)
+
+Both engines are armed before ``on_ready`` is called (and the ready file written),
+so traffic started from there is seen from its first packet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .correlate import BLOCKING, Correlator, Explanation
+from .errors import IpdbgError
+from .filters import PacketFilter
+from .netns import netns_inode
+
+PROBE_SETTLE_S = 0.5  # after the probe returned with no drop, wait this long for late events
+TICK_S = 0.05  # how often settled drops are finalized when no event arrives
+
+
+@dataclass
+class Investigation:
+    explanations: list[Explanation] = field(default_factory=list)
+    lost_kernel: int = 0  # BPF ring buffer
+    lost_trace: int = 0  # netlink (ENOBUFS) / nfnetlink_log
+    drops_seen: int = 0
+    traces_seen: int = 0
+    probe_result: str | None = None
+    ready_s: float = 0.0  # from the call to armed engines
+    verdict_s: float | None = None  # from the call to the first drop explained
+    elapsed_s: float = 0.0
+    engine: dict = field(default_factory=dict)  # tier, attached programs, trace sources
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def lost(self) -> int:
+        return self.lost_kernel + self.lost_trace
+
+    @property
+    def lost_detail(self) -> dict[str, int]:
+        return {"kernel (ring buffer)": self.lost_kernel, "trace (netlink)": self.lost_trace}
+
+    @property
+    def blocking(self) -> list[Explanation]:
+        return [e for e in self.explanations if e.verdict in BLOCKING]
+
+    def to_json(self) -> dict:
+        return {"explanations": [e.to_json() for e in self.explanations], "lost": self.lost,
+                "lost_kernel": self.lost_kernel, "lost_trace": self.lost_trace,
+                "probe": self.probe_result, "verdict_s": self.verdict_s,
+                "notes": self.notes}
+
+
+def _open_trace(stack: ExitStack, paths, flt, debug):
+    from .nftrace import TraceSession
+
+    return stack.enter_context(TraceSession(paths, flt, debug=debug))
+
+
+def investigate(netns_paths: list[str | None], flt: PacketFilter, timeout: float,
+                count: int | None = None, on_ready: Callable[[], None] | None = None,
+                probe: Callable[[], str] | None = None, debug: bool = False,
+                ready_file: str | None = None,
+                on_explanation: Callable[[Explanation], None] | None = None,
+                netns_labels: dict[int, str] | None = None,
+                netns_specs: dict[int, str] | None = None,
+                record: str | None = None, trace: bool = True) -> Investigation:
+    """Watch ``netns_paths`` for packets matching ``flt`` and explain their drops.
+
+    Returns when ``count`` distinct drops (flows) are explained, when ``timeout``
+    seconds passed since the engines were ready, or -- with ``probe`` -- shortly
+    after the probe returned without any drop. ``probe`` runs in a thread once
+    ready and returns a traffic.py word. Does not raise when nothing matched:
+    the ``Investigation`` says what was seen (``accepted``/``unseen``).
+    """
+    from .bpf.engine import DropMonitor
+
+    t0 = time.monotonic()
+    paths = list(netns_paths) or [None]
+    own = netns_inode()
+    inodes = [netns_inode(p) for p in paths]
+    labels = {i: (p or "current") for i, p in zip(inodes, paths)}
+    labels.update(netns_labels or {})
+    specs = {i: p for i, p in zip(inodes, paths) if p is not None and i != own}
+    if netns_specs is not None:
+        specs = {i: s for i, s in netns_specs.items() if i != own}
+    inv = Investigation()
+    rec = open(record, "w") if record else None
+    try:
+        with ExitStack() as stack:
+            mon = stack.enter_context(DropMonitor(flt, netns_inodes=inodes, debug=debug))
+            inv.engine = {"tier": mon.tier, "attached": list(mon.attached)}
+            session = None
+            if trace:
+                try:
+                    session = _open_trace(stack, paths, flt, debug)
+                except ImportError as exc:  # the trace engine is not installed/built
+                    inv.notes.append(f"nftrace engine not available ({exc}): kernel "
+                                     "reasons only, no rule names")
+            resolve = None
+            if session is not None:
+                resolve = session.resolve
+                if rec is not None:
+                    resolve = _recording_resolve(session.resolve, rec)
+            # TraceSession hides its own trace table's events except with --debug.
+            ignore = {ns.table for ns in getattr(session, "_ns", ())}
+            corr = Correlator(resolve, specs, labels, ignore_tables=ignore)
+            inv.ready_s = time.monotonic() - t0
+            if ready_file:  # atomically: a test polling for it never reads it half-written
+                with open(ready_file + ".tmp", "w") as f:
+                    f.write(f"{os.getpid()}\n")
+                os.replace(ready_file + ".tmp", ready_file)
+            if on_ready is not None:
+                on_ready()
+            probe_done = threading.Event()
+            probe_box: list = []
+            if probe is not None:
+                def run_probe():
+                    try:
+                        probe_box.append(probe())
+                    except IpdbgError as exc:
+                        probe_box.append(f"error: {exc.message}")
+                    except OSError as exc:
+                        probe_box.append(f"error: {exc}")
+                    finally:
+                        probe_done.set()
+                threading.Thread(target=run_probe, name="ipdbg-probe", daemon=True).start()
+            ready_at = time.monotonic()
+            deadline = ready_at + timeout
+            probe_end = None
+            fds = [mon.fileno()] + (list(session.fds()) if session is not None else [])
+            while True:
+                now = time.monotonic()
+                if now >= deadline:
+                    break
+                select.select(fds, [], [], min(TICK_S, deadline - now))
+                for ev in mon.poll(0):
+                    inv.drops_seen += 1
+                    if rec is not None:
+                        _write(rec, ev)
+                    corr.add_drop(ev)
+                if session is not None:
+                    for ev in session.poll(0):
+                        inv.traces_seen += 1
+                        if rec is not None:
+                            _write(rec, ev)
+                        corr.add_trace(ev)
+                for exp in corr.poll(time.monotonic_ns()):
+                    if inv.verdict_s is None and exp.verdict in BLOCKING:
+                        inv.verdict_s = time.monotonic() - t0
+                    if on_explanation is not None:
+                        on_explanation(exp)
+                if count and corr.blocking_count >= count:
+                    break
+                if probe is not None and probe_done.is_set():
+                    if probe_end is None:
+                        probe_end = time.monotonic()
+                    # The probe is over: a drop would be pending or explained by now.
+                    if (time.monotonic() - probe_end >= PROBE_SETTLE_S
+                            and not corr.has_pending()):
+                        break
+            inv.explanations = corr.finish(flt, inodes)
+            if inv.verdict_s is None and any(e.verdict in BLOCKING for e in inv.explanations):
+                inv.verdict_s = time.monotonic() - t0
+            inv.lost_kernel = mon.lost
+            inv.lost_trace = int(getattr(session, "lost", 0) or 0) if session is not None else 0
+            inv.probe_result = probe_box[0] if probe_box else None
+    finally:
+        if rec is not None:
+            rec.close()
+    inv.elapsed_s = time.monotonic() - t0
+    return inv
+
+
+def _write(rec, ev) -> None:
+    from .record import format_event_record
+
+    rec.write(json.dumps(format_event_record(ev)) + "\n")
+
+
+def _recording_resolve(resolve, rec):
+    from .record import format_rule_record
+
+    def wrapped(ev):
+        rule = resolve(ev)
+        rec.write(json.dumps(format_rule_record(ev, rule)) + "\n")
+        return rule
+    return wrapped
