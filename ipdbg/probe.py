@@ -17,6 +17,7 @@ kernel/events/core.c: perf_event_set_bpf_prog()).
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import errno
 import fcntl
 import os
@@ -41,6 +42,7 @@ MECHANISMS = ("tp_btf", "raw_tp", "tracepoint", "fentry", "kprobe")
 # Targets: the hooks the engines use (architecture.md, engine table).
 TP_NAME = "kfree_skb"  # include/trace/events/skb.h
 FENTRY_FUNC = "nft_do_chain"  # net/netfilter/nf_tables_core.c
+FENTRY_MODULE = "nf_tables"  # where nft_do_chain lives when not built in
 KPROBE_FUNC = "nft_do_chain"
 
 # Kernel-internal errno values that leak to user space (include/linux/errno.h).
@@ -244,7 +246,11 @@ def _row(item, status, detail):
 
 def _probe_detail(r: ProbeResult) -> str:
     if r.status == OK:
-        return f"loaded and attached to {r.target}" + (f" (prog id {r.prog_id})" if r.prog_id else "")
+        return (
+            f"loaded and attached to {r.target}"
+            + (f" (prog id {r.prog_id})" if r.prog_id else "")
+            + (f"; {r.detail}" if r.detail else "")
+        )
     if r.step == "privileges":
         return r.detail
     where = {"load": "load", "attach": "attach", "target": "target"}.get(r.step, r.step)
@@ -365,6 +371,8 @@ _SYSCALLS = {  # arch/*/entry/syscalls, include/uapi/asm-generic/unistd.h
 # include/uapi/linux/bpf.h
 BPF_PROG_LOAD = 5
 BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_BTF_GET_FD_BY_ID = 19
+BPF_BTF_GET_NEXT_ID = 23
 BPF_RAW_TRACEPOINT_OPEN = 17
 BPF_LINK_CREATE = 28
 BPF_PROG_TYPE_KPROBE = 2
@@ -422,7 +430,7 @@ def _put(buf, off, size, value):
     ctypes.memmove(ctypes.addressof(buf) + off, value.to_bytes(size, _ORDER), size)
 
 
-def _prog_load(prog_type: int, attach_type: int = 0, btf_id: int = 0) -> int:
+def _prog_load(prog_type: int, attach_type: int = 0, btf_id: int = 0, btf_obj_fd: int = 0) -> int:
     """BPF_PROG_LOAD of ``r0 = 0; exit``; returns the fd. union bpf_attr layout:
     include/uapi/linux/bpf.h (offsets stable since 5.5)."""
     insns = ctypes.create_string_buffer(_INSNS, len(_INSNS))
@@ -435,6 +443,7 @@ def _prog_load(prog_type: int, attach_type: int = 0, btf_id: int = 0) -> int:
     ctypes.memmove(ctypes.addressof(attr) + 48, PROG_NAME, len(PROG_NAME))
     _put(attr, 68, 4, attach_type)  # expected_attach_type
     _put(attr, 108, 4, btf_id)  # attach_btf_id
+    _put(attr, 112, 4, btf_obj_fd)  # attach_btf_obj_fd: the module's BTF (5.11+)
     try:
         return _bpf(BPF_PROG_LOAD, attr)
     except _SysErr as exc:
@@ -496,14 +505,14 @@ def _perf_attach(perf_fd: int, prog_fd: int) -> None:
         raise _SysErr(exc.errno) from None
 
 
-def read_tracepoint_id(category: str, name: str) -> int:
-    """The tracepoint's id from tracefs. When tracefs is not mounted, mount it in a
-    private mount namespace of a child process (invisible to the rest of the host)."""
+def read_tracepoint_id(category: str, name: str) -> tuple[int, str]:
+    """(id, where it was read) of a tracepoint. When tracefs is not mounted, mount it in
+    a private mount namespace of a child process (invisible to the rest of the host)."""
     for d in TRACEFS_DIRS:
         path = f"{d}/events/{category}/{name}/id"
         if os.path.exists(path):
             with open(path) as f:
-                return int(f.read())
+                return int(f.read()), path
     if shutil.which("unshare") is None:
         raise _SysErr(errno.ENOENT, "tracefs not mounted and unshare(1) not found")
     script = (
@@ -518,7 +527,7 @@ def read_tracepoint_id(category: str, name: str) -> int:
         raise _SysErr(errno.EPERM, "tracefs not mounted, and mounting it privately was refused")
     if p.returncode != 0 or not p.stdout.strip().isdigit():
         raise _SysErr(errno.ENOENT, f"no tracepoint {category}:{name} in tracefs")
-    return int(p.stdout)
+    return int(p.stdout), "tracefs is not mounted: id read from a private mount"
 
 
 def _fail(mech, target, step, exc, loaded=None, prog_id=None):
@@ -578,10 +587,9 @@ def probe_raw_tp() -> ProbeResult:
 def probe_tracepoint() -> ProbeResult:
     target = f"skb:{TP_NAME}"
     try:
-        tp_id = read_tracepoint_id("skb", TP_NAME)
+        tp_id, source = read_tracepoint_id("skb", TP_NAME)
     except _SysErr as exc:
-        r = _fail("tracepoint", target, "target", exc)
-        return r
+        return _fail("tracepoint", target, "target", exc)
 
     def attach(prog_fd):
         pfd = _perf_open(PERF_TYPE_TRACEPOINT, tp_id)
@@ -592,22 +600,89 @@ def probe_tracepoint() -> ProbeResult:
             raise
         return [pfd]
 
-    return _probe("tracepoint", target, lambda: _prog_load(BPF_PROG_TYPE_TRACEPOINT), attach)
+    r = _probe("tracepoint", target, lambda: _prog_load(BPF_PROG_TYPE_TRACEPOINT), attach)
+    if source.startswith("tracefs is not mounted"):
+        r = dataclasses.replace(r, detail="; ".join(x for x in (r.detail, source) if x))
+    return r
 
 
-def probe_fentry(kbtf) -> ProbeResult:
+def read_module_btf_fd(module: str) -> int:
+    """An fd of the kernel's BTF object for ``module`` (found by name among the loaded
+    BTF objects: BPF_BTF_GET_NEXT_ID + BPF_OBJ_GET_INFO_BY_FD, 5.11+). The caller closes it."""
+    next_id = 0
+    while True:
+        attr = ctypes.create_string_buffer(12)
+        _put(attr, 0, 4, next_id)
+        try:
+            _bpf(BPF_BTF_GET_NEXT_ID, attr)
+        except _SysErr as exc:
+            if exc.errno == errno.ENOENT:
+                raise _SysErr(errno.ENOENT, f"no BTF object for module {module}") from None
+            raise
+        next_id = int.from_bytes(attr.raw[4:8], _ORDER)
+        attr = ctypes.create_string_buffer(12)
+        _put(attr, 0, 4, next_id)
+        try:
+            fd = _bpf(BPF_BTF_GET_FD_BY_ID, attr)
+        except _SysErr:
+            continue  # freed meanwhile
+        name = ctypes.create_string_buffer(64)
+        info = ctypes.create_string_buffer(32)  # struct bpf_btf_info: name @16, name_len @24
+        _put(info, 16, 8, ctypes.addressof(name))
+        _put(info, 24, 4, len(name))
+        iattr = ctypes.create_string_buffer(16)
+        _put(iattr, 0, 4, fd)
+        _put(iattr, 4, 4, len(info))
+        _put(iattr, 8, 8, ctypes.addressof(info))
+        try:
+            _bpf(BPF_OBJ_GET_INFO_BY_FD, iattr)
+        except _SysErr:
+            os.close(fd)
+            continue
+        if name.value.decode(errors="replace") == module:
+            return fd
+        os.close(fd)
+
+
+def _fentry_target(kbtf, func: str, module: str, btf_dir: str):
+    """(btf_id, module name or "") of ``func``: in vmlinux, else in the module's split BTF
+    (Debian builds nf_tables as a module; /sys/kernel/btf/<module>, 5.11+)."""
+    btf_id = kbtf.find(func, "FUNC")
+    if btf_id is not None:
+        return btf_id, ""
+    from .btf import parse_btf
+
+    try:
+        with open(os.path.join(btf_dir, module), "rb") as f:
+            mod = parse_btf(f.read(), base=kbtf)
+    except FileNotFoundError:
+        raise _SysErr(errno.ENOENT, f"{func} not in vmlinux BTF and module {module} not loaded") from None
+    btf_id = mod.find(func, "FUNC")
+    if btf_id is None:
+        raise _SysErr(errno.ENOENT, f"no {func} in the BTF of vmlinux or {module}")
+    return btf_id, module
+
+
+def probe_fentry(kbtf, btf_dir: str = "/sys/kernel/btf") -> ProbeResult:
     if kbtf is None:
         return _no_target("fentry", FENTRY_FUNC, "no kernel BTF")
-    btf_id = kbtf.find(FENTRY_FUNC, "FUNC")
-    if btf_id is None:
-        # nf_tables built as a module: its BTF is split (/sys/kernel/btf/nf_tables) and the
-        # load would need attach_btf_obj_fd; not probed.
-        return _no_target("fentry", FENTRY_FUNC, f"{FENTRY_FUNC} not in vmlinux BTF (nf_tables is a module?)")
-    return _probe(
-        "fentry", FENTRY_FUNC,
-        lambda: _prog_load(BPF_PROG_TYPE_TRACING, BPF_TRACE_FENTRY, btf_id),
-        lambda fd: [_raw_tp_open(fd, None)],  # fentry links also come from RAW_TRACEPOINT_OPEN (5.5+)
-    )
+    try:
+        btf_id, module = _fentry_target(kbtf, FENTRY_FUNC, FENTRY_MODULE, btf_dir)
+    except _SysErr as exc:
+        return _fail("fentry", FENTRY_FUNC, "target", exc)
+    target = f"{module}:{FENTRY_FUNC}" if module else FENTRY_FUNC
+
+    def load():
+        if not module:
+            return _prog_load(BPF_PROG_TYPE_TRACING, BPF_TRACE_FENTRY, btf_id)
+        obj_fd = read_module_btf_fd(module)
+        try:
+            return _prog_load(BPF_PROG_TYPE_TRACING, BPF_TRACE_FENTRY, btf_id, obj_fd)
+        finally:
+            os.close(obj_fd)
+
+    # fentry links also come from BPF_RAW_TRACEPOINT_OPEN (5.5+).
+    return _probe("fentry", target, load, lambda fd: [_raw_tp_open(fd, None)])
 
 
 def probe_kprobe() -> ProbeResult:

@@ -87,6 +87,10 @@ def test_lookups(tiny):
     assert tiny.find("sk_buff", "UNION") is None
     assert tiny.find("sock", "FWD") == 10
     assert tiny.find("no_such_type", "STRUCT") is None
+    assert tiny.find("buff", "STRUCT") is None  # a suffix of "sk_buff" is not a name
+    assert tiny.find("sk", "STRUCT") is None  # member names are not type names
+    assert tiny.find_all("u32") == [19]
+    assert tiny.find_all("sock") == [10]
     assert tiny.find("nft_do_chain", "FUNC") == 30
     assert tiny.struct_size("sk_buff") == 88
     assert tiny.struct_size("nope") is None

@@ -198,3 +198,35 @@ def test_text_and_json_report():
     assert "attached drop programs:" in text and "prog 42" in text
     json.dumps(report)  # serialisable
     assert report["probes"]["fentry"]["error"] == "EPERM"
+
+
+# -- fentry target in a module's split BTF -----------------------------------
+
+
+def _blob(types: bytes, strings: bytes) -> bytes:
+    import struct
+
+    hdr = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strings))
+    return hdr + types + strings
+
+
+def test_fentry_target_in_module_btf(tmp_path):
+    """Debian builds nf_tables as a module: nft_do_chain is then only in the split BTF
+    /sys/kernel/btf/nf_tables, with ids continuing after vmlinux's."""
+    import struct
+
+    from ipdbg.btf import parse_btf
+
+    # base "vmlinux": [1] INT 'int'
+    base = parse_btf(_blob(struct.pack("<IIII", 1, 1 << 24, 4, 32), b"\0int\0"))
+    # module: [2] FUNC_PROTO int (void), [3] FUNC 'nft_do_chain' -> 2 (string offsets after base's)
+    soff = base.header.str_len
+    mod = struct.pack("<III", 0, 13 << 24, 1) + struct.pack("<III", soff + 1, (12 << 24) | 1, 2)
+    (tmp_path / "nf_tables").write_bytes(_blob(mod, b"\0nft_do_chain\0"))
+    assert probe._fentry_target(base, "nft_do_chain", "nf_tables", str(tmp_path)) == (3, "nf_tables")
+    with pytest.raises(probe._SysErr) as exc:
+        probe._fentry_target(base, "nft_do_chain", "nf_tables", str(tmp_path / "nope"))
+    assert "module nf_tables not loaded" in exc.value.detail
+    # built in: found in vmlinux first
+    tiny = parse_btf((FIX.parent / "btf" / "tiny.btf").read_bytes())
+    assert probe._fentry_target(tiny, "nft_do_chain", "nf_tables", str(tmp_path)) == (30, "")
