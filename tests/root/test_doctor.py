@@ -159,9 +159,11 @@ def test_versions_match_the_tools(report):
     assert report["kernel"] == os.uname().release
 
 
-def _our_progs():
+def _loaded(ids):
+    """Those of ``ids`` still loaded (by id: a concurrent doctor run elsewhere may hold
+    programs with the same name)."""
     out = subprocess.run(["bpftool", "-j", "prog", "list"], capture_output=True, text=True, check=True).stdout
-    return [p for p in json.loads(out or "[]") if p.get("name") in ("ipdbg_probe", "ipdbg_oracle")]
+    return [p for p in json.loads(out or "[]") if p.get("id") in ids]
 
 
 @pytest.mark.skipif(shutil.which("bpftool") is None, reason="bpftool not installed")
@@ -174,9 +176,9 @@ def test_nothing_left_behind():
     assert ids
     # Programs are freed after an RCU grace period: wait a little for them to go.
     deadline = time.monotonic() + 5
-    while _our_progs() and time.monotonic() < deadline:
+    while _loaded(ids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _our_progs() == []
+    assert _loaded(ids) == []
     links = json.loads(subprocess.run(["bpftool", "-j", "link", "list"], capture_output=True, text=True).stdout or "[]")
     assert not [lk for lk in links if lk.get("prog_id") in ids]
 
