@@ -98,8 +98,11 @@ def format_explanation(exp: Explanation) -> str:
 
     if exp.nat_after is not None:
         add("nat", f"became {format_key(exp.nat_after)}")
+    from_trace = exp.rule is None and exp.path and exp.verdict != VERDICT_ACCEPTED
     if exp.rule is not None:
         add("rule", format_rule(exp.rule))
+    elif from_trace:  # a policy, or a rule whose text we could not read back
+        add("rule", format_step(exp.path[-1]))
     add("path", format_path(exp.path))
     if exp.reply:
         add("reply", exp.reply)
@@ -107,10 +110,10 @@ def format_explanation(exp: Explanation) -> str:
         kernel = exp.reason + (f" at {exp.location}" if exp.location else "")
         if exp.hook:
             kernel += f" (hook {exp.hook})"
-        if exp.rule is None and exp.note:
+        if exp.rule is None and exp.note and not from_trace:
             kernel += f": {exp.note}"
         add("kernel", kernel)
-        if exp.rule is not None:
+        if exp.rule is not None or from_trace:
             add("note", exp.note)
     elif exp.note:
         add("note", exp.note)
