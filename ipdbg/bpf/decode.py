@@ -24,12 +24,17 @@ MAX_REASONS = 16  # DROPS_MAX_REASONS
 # struct drop_event: ts_ns skb location | pid netns ifindex reason cpu ident seq |
 # sport dport | kind family proto tcp_flags | icmp_type icmp_code | saddr daddr comm
 EVENT_FORMAT = "=QQQIIIIIIIHHBBBBhh16s16s16s"
+EVENT_FIELDS = ("ts_ns", "skb", "location", "pid", "netns", "ifindex", "reason", "cpu", "ident",
+                "seq", "sport", "dport", "kind", "family", "proto", "tcp_flags", "icmp_type",
+                "icmp_code", "saddr", "daddr", "comm")
 EVENT = struct.Struct(EVENT_FORMAT)
 EVENT_SIZE = EVENT.size  # 112
 
 # struct drops_config: netns[16] reasons[16] src{net,mask} dst{net,mask} n_netns
 # n_reasons sport dport has_src has_dst family proto both_directions ports_need_l4 pad[2]
 CONFIG_FORMAT = "=16I16I16s16s16s16sIIHHBBBBBB2x"
+CONFIG_FIELDS = ("netns", "reasons", "src.net", "src.mask", "dst.net", "dst.mask", "n_netns", "n_reasons", "sport", "dport",
+                 "has_src", "has_dst", "family", "proto", "both_directions", "ports_need_l4")
 CONFIG = struct.Struct(CONFIG_FORMAT)
 CONFIG_SIZE = CONFIG.size  # 212
 
