@@ -192,6 +192,14 @@ def _nft_match(key: PacketKey) -> list[str]:
     return args
 
 
+def format_nft_family(rule, step: PathStep | None = None) -> str:
+    """The nft family of a rule: the trace's (RuleRef.family is 4/6/0)."""
+    if step is not None and step.family not in ("", "legacy"):
+        return step.family
+    fam = getattr(rule, "family", 0)
+    return {4: "ip", 6: "ip6"}.get(fam, fam if isinstance(fam, str) and fam else "inet")
+
+
 def format_fix(rule, key: PacketKey | None, netns_spec: str | None = None,
                step: PathStep | None = None) -> str | None:
     """The command that removes what dropped the packet.
@@ -205,7 +213,7 @@ def format_fix(rule, key: PacketKey | None, netns_spec: str | None = None,
             if getattr(rule, "handle", None) is None:
                 return None
             return " ".join(_nft_prefix(netns_spec) + [
-                "delete", "rule", rule.family or "ip", rule.table, rule.chain,
+                "delete", "rule", format_nft_family(rule, step), rule.table, rule.chain,
                 "handle", str(rule.handle)])
         fam = rule.family if rule.family else (key.family if key else 4)
         return " ".join(_rules_prefix(netns_spec, rule.backend, fam)

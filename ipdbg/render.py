@@ -7,7 +7,7 @@ import json
 import time
 
 from .correlate import (VERDICT_ACCEPTED, VERDICT_UNSEEN, Explanation, PathStep,
-                        format_tuple_json)
+                        format_nft_family, format_tuple_json)
 from .events import (IPPROTO_TCP, IPPROTO_UDP, TRACE_POLICY, TRACE_RETURN, DropEvent,
                      PacketKey, TraceEvent, format_tcp_flags)
 
@@ -51,9 +51,9 @@ def format_path(path: list[PathStep]) -> str:
     return " -> ".join(format_step(s) for s in path)
 
 
-def format_rule(rule) -> str:
+def format_rule(rule, step: PathStep | None = None) -> str:
     if rule.backend == "nftables":
-        where = f"{rule.family} {rule.table}/{rule.chain}"
+        where = f"{format_nft_family(rule, step)} {rule.table}/{rule.chain}"
         pos = f"line {rule.line}" if rule.line is not None else ""
         if rule.handle is not None:
             pos = (pos + ", " if pos else "") + f"handle {rule.handle}"
@@ -100,7 +100,7 @@ def format_explanation(exp: Explanation) -> str:
         add("nat", f"became {format_key(exp.nat_after)}")
     from_trace = exp.rule is None and exp.path and exp.verdict != VERDICT_ACCEPTED
     if exp.rule is not None:
-        add("rule", format_rule(exp.rule))
+        add("rule", format_rule(exp.rule, exp.path[-1] if exp.path else None))
     elif from_trace:  # a policy, or a rule whose text we could not read back
         add("rule", format_step(exp.path[-1]))
     add("path", format_path(exp.path))

@@ -146,8 +146,8 @@ def describe_probe(flt) -> str:
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
               help="Give up after S seconds (exit 8 when nothing was dropped).")
 @click.option("--probe", is_flag=True,
-              help="Send the packet yourself from the watched netns (TCP connect, UDP "
-                   "datagram or ICMP echo; from --src when given).")
+              help="Send the packet yourself (TCP connect, UDP datagram or ICMP echo) "
+                   "from the first --netns (or --pid), from --src when given.")
 @click.option("--record", type=click.Path(dir_okay=False), hidden=True,
               help="Write every event (JSON lines) here, for test fixtures.")
 @click.pass_context
@@ -175,10 +175,10 @@ def why_dropped(ctx, dst, src, proto, iface, netns, pid, all_netns, output, read
     wl = read_watch_list(netns, pid, all_netns)
     probe_fn = None
     if probe:
-        if all_netns or len(wl.paths) > 1:
-            raise UsageError("--probe sends from one netns: give one --netns or --pid",
-                             "drop --all-netns, or pass the sender's netns")
-        probe_fn = build_probe(flt, proto, src, wl.paths[0], timeout=min(1.0, timeout))
+        # From the first netns named (--netns, then --pid), else from ours.
+        explicit = len(netns) + (pid is not None)
+        sender = wl.paths[0] if explicit else None
+        probe_fn = build_probe(flt, proto, src, sender, timeout=min(1.0, timeout))
     require_caps([CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN], "why-dropped")
 
     inv = investigate(wl.paths, flt, timeout, count=count, probe=probe_fn, debug=debug,

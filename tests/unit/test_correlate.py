@@ -4,34 +4,26 @@ Event values are shaped like the engines' output (recorded runs are replayed in
 test_correlate_recorded.py); here each case isolates one rule of the join.
 """
 
-from dataclasses import dataclass
-
 from ipdbg.correlate import Correlator, correlate, format_fix, format_reason_note
 from ipdbg.events import DropEvent, PacketKey, TraceEvent
 from ipdbg.filters import build_filter
 from ipdbg.render import format_explanation
+from ipdbg.rules.snapshot import RuleRef
 
 NS_C, NS_R = 4026532246, 4026532315
 MS = 1_000_000
 
 
-@dataclass(frozen=True)
-class Rule:  # the fields of ipdbg.rules.snapshot.RuleRef
-    family: str
-    backend: str
-    table: str
-    chain: str
-    line: int
-    text: str
-    handle: int | None = None
+def Rule(family, backend, table, chain, line, text, handle=None):
+    return RuleRef(family, backend, table, chain, line, text, handle)
 
 
 RULES = {
-    ("filter", "OUTPUT", 2): Rule("ip", "nft", "filter", "OUTPUT", 1,
+    ("filter", "OUTPUT", 2): Rule(4, "nft", "filter", "OUTPUT", 1,
                                   "-A OUTPUT -d 198.51.100.80/32 -p tcp -m tcp --dport 80 -j DROP", 2),
-    ("filter", "OUTPUT", 3): Rule("ip", "nft", "filter", "OUTPUT", 2,
+    ("filter", "OUTPUT", 3): Rule(4, "nft", "filter", "OUTPUT", 2,
                                   "-A OUTPUT -d 198.51.100.80/32 -p tcp -m tcp --dport 81 -j DROP", 3),
-    ("filter", "INPUT", 4): Rule("ip", "nft", "filter", "INPUT", 1,
+    ("filter", "INPUT", 4): Rule(4, "nft", "filter", "INPUT", 1,
                                  "-A INPUT -p udp -j REJECT --reject-with icmp-port-unreachable", 4),
 }
 
@@ -202,10 +194,10 @@ def test_drop_waits_for_late_trace():
 
 
 def test_fix_forms():
-    nft = Rule("inet", "nftables", "fw", "input", 3, "tcp dport 80 drop", 17)
+    nft = Rule(0, "nftables", "fw", "input", 3, "tcp dport 80 drop", 17)
     assert format_fix(nft, key()) == "nft delete rule inet fw input handle 17"
     assert format_fix(nft, key(), "lab1") == "ip netns exec lab1 nft delete rule inet fw input handle 17"
-    leg6 = Rule("ip6", "legacy", "filter", "INPUT", 4, "-A INPUT -j DROP")
+    leg6 = Rule(6, "legacy", "filter", "INPUT", 4, "-A INPUT -j DROP")
     assert format_fix(leg6, key(), "/proc/9/ns/net") == \
         "ipdbg rules --netns /proc/9/ns/net --backend legacy -6 -t filter -D INPUT 4"
 
