@@ -107,14 +107,17 @@ def first_message(stderr: str) -> str:
         if not line or line.startswith(("Try `", "Error occurred at line")):
             continue
         # "iptables-restore v1.8.9 (nf_tables): MESSAGE" -> MESSAGE
-        m = re.match(r"^\S+ v[\d.]+ \([^)]*\): (.*)$", line)
+        m = re.match(r"^\S+ v[\d.]+ \([^)]*\):(.*)$", line)
         if m:
-            return m.group(1).strip()
+            if m.group(1).strip():
+                return m.group(1).strip()
+            continue  # nft: the message is on the next line ("line 8: CHAIN_DEL failed ...")
         return line
     return ""
 
 
-_LINE_RE = (re.compile(r"Error occurred at line: (\d+)"), re.compile(r"line (\d+) failed"))
+_LINE_RE = (re.compile(r"Error occurred at line: (\d+)"), re.compile(r"line (\d+) failed"),
+            re.compile(r"^line (\d+): ", re.M))
 
 
 def failed_line(stderr: str) -> int | None:

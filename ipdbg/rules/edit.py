@@ -338,4 +338,21 @@ def format_batch(commands: tuple[RulesCommand, ...] | list[RulesCommand],
             summary.append(f"rename {t}/{cmd.chain} to {cmd.target}")
         else:  # pragma: no cover - argv.py only makes the actions above
             raise UsageError(f"{a.replace('_', ' ')} is not an edit")
+    # iptables-nft 1.8.9 restore: a -Z after a -P in one batch puts the old policy
+    # back (the zeroed chain is sent again with the policy of its cache). Set the
+    # policy once more at the end of the table's section.
+    for t in order:
+        last_p: dict[str, BatchLine] = {}
+        zero_after = set()
+        for bl in lines:
+            if bl.table != t:
+                continue
+            if bl.text.startswith("-P "):
+                last_p[bl.text.split()[1]] = bl
+                zero_after.discard(bl.text.split()[1])
+            elif bl.text.startswith("-Z"):
+                zero_after.update(last_p)
+        for name in zero_after:
+            bl = last_p[name]
+            lines.append(BatchLine(t, bl.text, bl.cmd, "user"))
     return Batch(lines=lines, tables=order, commands=tuple(commands), summary=summary)

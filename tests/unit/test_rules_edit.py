@@ -194,7 +194,7 @@ def test_chain_commands():
         batch_for("-P LOGDROP DROP")
     b = batch_for("-N NEW", "-A NEW -j RETURN", "-P INPUT DROP", "-F LOGDROP", "-Z", "-E NEW NEWER")
     assert b.format() == ("*filter\n-N NEW\n-A NEW -j RETURN\n-P INPUT DROP\n-F LOGDROP\n-Z\n"
-                          "-E NEW NEWER\nCOMMIT\n")
+                          "-E NEW NEWER\n-P INPUT DROP\nCOMMIT\n")
 
 
 def test_tables_missing_from_the_save_have_their_builtin_chains():
