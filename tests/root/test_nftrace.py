@@ -1,0 +1,223 @@
+"""TraceSession names the right rule (real nf_tables, iptables-nft, iptables-legacy, IPv4/IPv6)."""
+
+import time
+
+import pytest
+
+from ipdbg import traffic
+from ipdbg.filters import build_filter
+from ipdbg.nftrace import TraceSession
+from ipdbg.nftrace.path import build_paths
+
+
+def trace_until(ts, pred, send, timeout=5.0):
+    """Send, then poll until a PacketPath satisfies ``pred``; returns (path, events)."""
+    events = []
+    send()
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        events += ts.poll(100)
+        for p in build_paths(events, ts.resolve).values():
+            if pred(p):
+                return p, events
+    pytest.fail(f"no matching path; got: {[p.format() for p in build_paths(events, ts.resolve).values()]}")
+
+
+def final(verdict, dport=None, proto=None):
+    def pred(p):
+        return (p.verdict == verdict and p.key is not None and (dport is None or p.key.dport == dport)
+                and (proto is None or p.key.proto == proto))
+    return pred
+
+
+IPT_NFT = """*filter
+:INPUT DROP [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:WEB - [0:0]
+-A INPUT -i lo -j ACCEPT
+-A INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+-A OUTPUT -p tcp -j WEB
+-A WEB -p tcp --dport 80 -j RETURN
+-A WEB -p tcp --dport 81 -j REJECT --reject-with tcp-reset
+-A WEB -p tcp --dport 82 -j DROP
+COMMIT
+"""
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_iptables_nft_user_chain_reject_drop_return_and_policy(lab, family):
+    a, b = lab.add_host("a"), lab.add_host("b")
+    if family == 4:
+        lab.link(a, b, "10.71.0.1/24", "10.71.0.2/24")
+        peer_b, peer_a, restore = "10.71.0.2", "10.71.0.1", "iptables-nft-restore"
+    else:
+        lab.link(a, b, "fd00:71::1/64", "fd00:71::2/64")
+        peer_b, peer_a, restore = "fd00:71::2", "fd00:71::1", "ip6tables-nft-restore"
+    a.run([restore], input=IPT_NFT)
+    fam = "ip" if family == 4 else "ip6"
+    with TraceSession([a.netns], build_filter(proto="tcp"), legacy=False) as ts:
+        p, _ = trace_until(ts, final("reject", 81), lambda: traffic.send_tcp_connect(a.netns, peer_b, 81))
+        ref = p.decided_by.rule
+        assert (ref.table, ref.chain, ref.line, ref.backend) == ("filter", "WEB", 2, "nft")
+        assert "-j REJECT" in ref.text and p.decided_by.family == fam
+        assert p.format().startswith("filter/OUTPUT rule 1 JUMP WEB -> filter/WEB rule 2 REJECT")
+
+        p, _ = trace_until(ts, final("drop", 82), lambda: traffic.send_tcp_connect(a.netns, peer_b, 82, timeout=0.3))
+        assert (p.decided_by.rule.chain, p.decided_by.rule.line) == ("WEB", 3)
+        assert p.decided_by.rule.text == "-A WEB -p tcp -m tcp --dport 82 -j DROP"
+
+        # dport 80: WEB rule 1 returns, OUTPUT's policy accepts
+        p, _ = trace_until(ts, lambda p: p.key and p.key.dport == 80 and p.verdict == "accept",
+                           lambda: traffic.send_tcp_connect(a.netns, peer_b, 80, timeout=0.3))
+        assert p.format() == "filter/OUTPUT rule 1 JUMP WEB -> filter/WEB rule 1 RETURN -> filter/OUTPUT policy ACCEPT"
+        assert p.decided_by.type == "policy"
+
+        # policy drop: b connects to a; a's INPUT drops the SYN by policy
+        p, _ = trace_until(ts, lambda p: p.verdict == "drop" and p.key and p.key.dport == 5555,
+                           lambda: traffic.send_tcp_connect(b.netns, peer_a, 5555, timeout=0.3))
+        assert p.decided_by.type == "policy" and p.decided_by.chain == "INPUT"
+
+
+NFT_NATIVE = """table inet lab {
+  chain in {
+    type filter hook input priority 0; policy accept;
+    meta l4proto { icmp, ipv6-icmp } jump icmpchk
+    udp dport vmap { 7001 : jump u1, 7002 : drop }
+  }
+  chain icmpchk {
+    ip saddr 10.72.0.2 counter
+    ip6 saddr fd00:72::2 drop
+  }
+  chain u1 {
+    udp dport 7001 reject
+  }
+}
+"""
+
+
+def test_native_nft_inet_user_chains_and_verdict_map(lab):
+    a, b = lab.add_host("a"), lab.add_host("b")
+    lab.link(a, b, ["10.72.0.1/24", "fd00:72::1/64"], ["10.72.0.2/24", "fd00:72::2/64"])
+    a.run(["nft", "-f", "-"], input=NFT_NATIVE)
+    with TraceSession([a.netns], build_filter(), legacy=False) as ts:
+        p, _ = trace_until(ts, lambda p: p.verdict == "drop" and p.key and p.key.proto == 58 and p.key.src == "fd00:72::2",
+                           lambda: traffic.send_icmp_echo(b.netns, "fd00:72::1", timeout=0.3))
+        ref = p.decided_by.rule
+        assert (ref.backend, ref.table, ref.chain, ref.line) == ("nftables", "lab", "icmpchk", 2)
+        assert ref.text == "ip6 saddr fd00:72::2 drop"
+        assert p.format() == "lab/in rule 1 JUMP icmpchk -> lab/icmpchk rule 2 DROP"
+
+        p, _ = trace_until(ts, final("drop", 7002), lambda: traffic.send_udp(b.netns, "10.72.0.1", 7002))
+        assert (p.decided_by.rule.chain, p.decided_by.rule.line) == ("in", 2)
+        assert "vmap" in p.decided_by.rule.text
+
+        p, _ = trace_until(ts, final("reject", 7001), lambda: traffic.send_udp(b.netns, "10.72.0.1", 7001))
+        assert p.format() == "lab/in rule 2 JUMP u1 -> lab/u1 rule 1 REJECT"
+
+        # IPv4 ping: counter rule (continue), implicit return, policy accept
+        p, _ = trace_until(ts, lambda p: p.verdict == "accept" and p.key and p.key.src == "10.72.0.2" and p.key.proto == 1,
+                           lambda: traffic.send_icmp_echo(b.netns, "10.72.0.1", timeout=0.3))
+        assert p.format() == "lab/in rule 1 JUMP icmpchk -> lab/icmpchk return -> lab/in policy ACCEPT"
+
+
+LEGACY4 = """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:L - [0:0]
+-A OUTPUT -p udp -j L
+-A L -p udp --dport 6001 -j RETURN
+-A L -p udp --dport 6002 -j DROP
+COMMIT
+"""
+LEGACY6 = """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A OUTPUT -p udp --dport 6003 -j ACCEPT
+-A OUTPUT -p udp --dport 6004 -j REJECT
+COMMIT
+"""
+
+
+def test_iptables_legacy_ipv4_and_ipv6(lab):
+    a, b = lab.add_host("a"), lab.add_host("b")
+    lab.link(a, b, ["10.73.0.1/24", "fd00:73::1/64"], ["10.73.0.2/24", "fd00:73::2/64"])
+    a.run(["iptables-legacy-restore"], input=LEGACY4)
+    a.run(["ip6tables-legacy-restore"], input=LEGACY6)
+    before = a.run(["cat", "/proc/sys/net/netfilter/nf_log/2", "/proc/sys/net/netfilter/nf_log/10"]).stdout
+    with TraceSession([a.netns], build_filter(proto="udp"), legacy="auto") as ts:
+        during = a.run(["cat", "/proc/sys/net/netfilter/nf_log/2", "/proc/sys/net/netfilter/nf_log/10"]).stdout
+        assert during.split() == ["nfnetlink_log", "nfnetlink_log"]
+        p, _ = trace_until(ts, final("drop", 6002), lambda: traffic.send_udp(a.netns, "10.73.0.2", 6002))
+        ref = p.decided_by.rule
+        assert (ref.backend, ref.chain, ref.line) == ("legacy", "L", 2)
+        assert p.source == "legacy" and p.format() == "filter/OUTPUT rule 1 JUMP L -> filter/L rule 2 DROP"
+        p, _ = trace_until(ts, final("reject", 6004), lambda: traffic.send_udp(a.netns, "fd00:73::2", 6004))
+        assert (p.decided_by.rule.family, p.decided_by.rule.line) == (6, 2)
+        p, evs = trace_until(ts, lambda p: p.key and p.key.dport == 6001 and any(s.verdict == "return" for s in p.steps),
+                             lambda: traffic.send_udp(a.netns, "10.73.0.2", 6001))
+        assert p.format().startswith("filter/OUTPUT rule 1 JUMP L -> filter/L rule 1 RETURN")
+    after = a.run(["cat", "/proc/sys/net/netfilter/nf_log/2", "/proc/sys/net/netfilter/nf_log/10"]).stdout
+    assert after == before
+
+
+def test_rule_added_after_start_and_deleted_after_the_packet(lab):
+    a, b = lab.add_host("a"), lab.add_host("b")
+    lab.link(a, b, "10.74.0.1/24", "10.74.0.2/24")
+    a.run(["iptables-nft-restore"], input="*filter\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p udp --dport 1 -j ACCEPT\nCOMMIT\n")
+    with TraceSession([a.netns], build_filter(proto="udp"), legacy=False) as ts:
+        ts.poll(50)
+        a.run(["iptables-nft", "-I", "OUTPUT", "1", "-p", "udp", "--dport", "6100", "-j", "DROP"])
+        p, _ = trace_until(ts, final("drop", 6100), lambda: traffic.send_udp(a.netns, "10.74.0.2", 6100))
+        assert p.decided_by.rule.line == 1 and "--dport 6100 -j DROP" in p.decided_by.rule.text
+        # delete the rule right after the packet, before we look at the events
+        events = []
+        traffic.send_udp(a.netns, "10.74.0.2", 6100)
+        a.run(["iptables-nft", "-D", "OUTPUT", "1"])
+        end = time.monotonic() + 3
+        while time.monotonic() < end:
+            events += ts.poll(100)
+        drops = [p for p in build_paths(events, ts.resolve).values() if p.verdict == "drop"]
+        assert drops and "--dport 6100 -j DROP" in drops[0].decided_by.rule.text
+
+
+def test_several_namespaces_at_once(lab):
+    a, b, c = lab.add_host("a"), lab.add_host("b"), lab.add_host("c")
+    lab.link(a, b, "10.75.0.1/24", "10.75.0.2/24")
+    lab.link(c, b, "10.75.1.1/24", "10.75.1.2/24")
+    rules = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p udp --dport 6200 -j DROP\nCOMMIT\n"
+    b.run(["iptables-nft-restore"], input=rules)
+    a.run(["nft", "add table ip t; add chain ip t o { type filter hook output priority 0; }; add rule ip t o udp dport 6201 drop"])
+    c.run(["nft", "add table ip t; add chain ip t o { type filter hook output priority 0; }; add rule ip t o udp dport 6202 accept"])
+    with TraceSession([a.netns, b.netns, c.netns], build_filter(proto="udp"), legacy=False) as ts:
+        for h in (a, b, c):
+            assert "ipdbg_" in h.run(["nft", "list", "tables"]).stdout
+        p, _ = trace_until(ts, lambda p: p.netns == b.inode and p.verdict == "drop",
+                           lambda: traffic.send_udp(a.netns, "10.75.0.2", 6200))
+        assert (p.decided_by.rule.chain, p.decided_by.rule.line) == ("INPUT", 1)
+        p, _ = trace_until(ts, lambda p: p.netns == a.inode and p.verdict == "drop",
+                           lambda: traffic.send_udp(a.netns, "10.75.0.2", 6201))
+        assert (p.decided_by.rule.table, p.decided_by.rule.chain) == ("t", "o")
+        p, _ = trace_until(ts, lambda p: p.netns == c.inode and p.verdict == "accept",
+                           lambda: traffic.send_udp(c.netns, "10.75.1.2", 6202))
+        assert (p.decided_by.rule.table, p.decided_by.rule.line, p.key.dport) == ("t", 1, 6202)
+        assert ts.lost == 0
+    for h in (a, b, c):
+        assert "ipdbg_" not in h.run(["nft", "list", "tables"]).stdout
+
+
+def test_only_matching_packets_are_traced(lab):
+    a, b = lab.add_host("a"), lab.add_host("b")
+    lab.link(a, b, "10.76.0.1/24", "10.76.0.2/24")
+    a.run(["iptables-nft-restore"], input="*filter\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p udp -j ACCEPT\nCOMMIT\n")
+    with TraceSession([a.netns], build_filter(dst="10.76.0.2:6301", proto="udp"), legacy=False) as ts:
+        traffic.send_udp(a.netns, "10.76.0.2", 6300)
+        traffic.send_udp(a.netns, "10.76.0.2", 6301)
+        events = []
+        end = time.monotonic() + 1
+        while time.monotonic() < end:
+            events += ts.poll(100)
+        ports = {e.key.dport for e in events if e.key}
+        assert ports == {6301}
