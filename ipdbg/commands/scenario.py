@@ -38,7 +38,8 @@ def read_scenarios(paths):
         try:
             text = Path(path).read_text()
         except OSError as exc:
-            raise NotFoundError(f"{path}: {exc.strerror}") from None
+            raise NotFoundError(f"{path}: {exc.strerror}",
+                                "check the path; `ipdbg scenario list` shows the shipped ones") from None
         out.append(parse_scenario(text, str(path)))
     return out
 
@@ -123,25 +124,30 @@ def run_cmd(ctx, files, all_, output, verbose):
 
 
 def format_summary(results) -> str:
-    rows = []
+    """One row per traffic item; the reasons for failures below the table."""
+    rows, notes = [], []
     for r in results:
         if r.error is not None or not r.items:
-            rows.append((r.scenario.name, "", "", "FAIL", f"{r.seconds:.1f}s"))
-            rows.append(("", "", f"error: {r.error or 'no traffic run'}", "", ""))
+            rows.append((r.scenario.name, "", "", "", "FAIL", f"{r.seconds:.1f}s"))
+            notes.append(f"FAIL {r.scenario.name}: {r.error or 'no traffic was run'}")
             continue
         for n, item in enumerate(r.items):
-            rows.append((r.scenario.name if n == 0 else "",
-                         f"{item.traffic.describe()}: {item.traffic.expect.describe()}",
+            rows.append((r.scenario.name if n == 0 else "", item.traffic.describe(),
+                         item.traffic.expect.describe(),
                          item.seen.describe() if item.seen else "-",
                          "pass" if item.ok else "FAIL",
                          f"{r.seconds:.1f}s" if n == 0 else ""))
             for p in item.problems:
-                rows.append(("", "", f"  {p}", "", ""))
+                notes.append(f"FAIL {r.scenario.name} ({item.traffic.describe()}, "
+                             f"{r.scenario.filename}:{item.traffic.line}): {p}")
     passed = sum(1 for r in results if r.ok)
     total_time = sum(r.seconds for r in results)
-    table = tabulate(rows, headers=["scenario", "expected", "seen", "result", "time"],
+    table = tabulate(rows, headers=["scenario", "traffic", "expected", "seen", "result", "time"],
                      tablefmt="simple")
-    return f"{table}\n\n{passed}/{len(results)} scenarios passed in {total_time:.1f}s"
+    out = [table, ""]
+    out += notes + ([""] if notes else [])
+    out.append(f"{passed}/{len(results)} scenarios passed in {total_time:.1f}s")
+    return "\n".join(out)
 
 
 def format_details(res) -> str:

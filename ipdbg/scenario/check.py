@@ -53,6 +53,19 @@ def match_host(netns, host_ids: dict[str, set]) -> str | None:
     return None
 
 
+def where_of(e: dict) -> dict:
+    """table/chain/line of the verdict: the rule, else the path step that ended the
+    packet (a chain's policy has no rule and no line)."""
+    rule = e.get("rule") or {}
+    if rule.get("chain"):
+        return rule
+    for step in reversed(e.get("path") or []):
+        if str(step.get("verdict", "")).lower() in ("drop", "reject", "dropped", "rejected"):
+            return {"table": step.get("table"), "chain": step.get("chain"),
+                    "line": step.get("line") if step.get("type") == "rule" else None}
+    return {}
+
+
 def _reason_name(reason) -> str | None:
     if reason is None:
         return None
@@ -60,6 +73,40 @@ def _reason_name(reason) -> str | None:
         reason = reason.get("name") or reason.get("reason")
     text = str(reason)
     return text[len("SKB_DROP_REASON_"):] if text.startswith("SKB_DROP_REASON_") else text
+
+
+TCP_SYN = 0x02
+
+
+def split_explanations(explanations: list[dict], traffic: Traffic
+                       ) -> tuple[list[dict], list[dict]]:
+    """(explanations that count, those that are artifacts of the probe itself).
+
+    Artifacts, each tagged with ``ignored`` saying why:
+    * a reply that the sending host's stack frees with NO_SOCKET has arrived: the
+      probe's UDP socket is closed once the datagrams are out, and an ICMP echo
+      reply is freed by ping_rcv (net/ipv4/ping.c) after the raw socket took its copy;
+    * a TCP packet without SYN: the probe is a connect(), which is over with the
+      handshake; it then closes with a RST, and the teardown packets that cross it
+      may be freed by either stack (e.g. NOT_SPECIFIED in tcp_v4_rcv).
+    """
+    kept, ignored = [], []
+    for e in explanations:
+        tup = e.get("tuple") or {}
+        reason = _reason_name(e.get("reason"))
+        why = None
+        inbound_to_sender = (e.get("netns") == traffic.src_host and tup.get("dst") is not None
+                             and tup.get("dst") != traffic.dst)
+        if inbound_to_sender and reason == "NO_SOCKET" and not (e.get("rule") or e.get("path")):
+            why = "a reply that reached the sender after its probe socket closed"
+        elif (traffic.proto == "tcp" and e.get("tcp_flags")
+              and not int(e["tcp_flags"]) & TCP_SYN and e.get("verdict") in BLOCKING):
+            why = "a TCP packet after the handshake (the probe's teardown)"
+        if why is None:
+            kept.append(e)
+        else:
+            ignored.append({**e, "ignored": why})
+    return kept, ignored
 
 
 def summarize_seen(explanations: list[dict], through: bool,
@@ -71,7 +118,7 @@ def summarize_seen(explanations: list[dict], through: bool,
     # The explanation with the most packets speaks for the item; others are listed.
     blocking.sort(key=lambda e: -int(e.get("count") or 1))
     first = blocking[0]
-    rule = first.get("rule") or {}
+    rule = where_of(first)
     seen = Seen(
         verdict=first["verdict"],
         count=sum(int(e.get("count") or 1) for e in blocking if e["verdict"] == first["verdict"]),
@@ -80,7 +127,7 @@ def summarize_seen(explanations: list[dict], through: bool,
         reason=_reason_name(first.get("reason")),
     )
     for e in blocking[1:]:
-        r = e.get("rule") or {}
+        r = where_of(e)
         seen.extra.append(Seen(e["verdict"], int(e.get("count") or 1),
                                match_host(e.get("netns"), host_ids), r.get("table"),
                                r.get("chain"), r.get("line"),
@@ -111,7 +158,7 @@ def match_expectation(exp: Expectation, traffic: Traffic, explanations: list[dic
 
     def fits(e: dict) -> list[str]:
         bad = []
-        rule = e.get("rule") or {}
+        rule = where_of(e)
         by = exp.by
         if by is not None:
             if by.host is not None and match_host(e.get("netns"), host_ids) != by.host:

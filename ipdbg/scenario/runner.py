@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import threading
 import time
 from dataclasses import dataclass, field
 
 from .. import traffic as tx
 from ..errors import IpdbgError, SystemToolError, UsageError
 from ..lab import Lab
-from .check import Seen, match_expectation
+from .check import Seen, match_expectation, split_explanations
 from .schema import Scenario, Traffic
 
 # Per attempt: short, so that a dropped connect costs one SYN and a scenario stays
@@ -41,6 +40,7 @@ class ItemResult:
     seen: Seen | None = None
     problems: list[str] = field(default_factory=list)
     explanations: list[dict] = field(default_factory=list)
+    ignored: list[dict] = field(default_factory=list)  # the probe's own artifacts (check.py)
     lost_events: int = 0
 
     @property
@@ -59,6 +59,7 @@ class ItemResult:
             "pass": self.ok,
             "problems": self.problems,
             "explanations": self.explanations,
+            "ignored": self.ignored,
             "lost_events": self.lost_events,
         }
 
@@ -198,46 +199,31 @@ def observe_item(lab: Lab, sc: Scenario, item: Traffic, listeners, debug: bool =
 
     result = ItemResult(item)
     before = _udp_served(listeners)
-    sender: list[threading.Thread] = []
-    failure: list[BaseException] = []
 
-    def send():
-        try:
-            result.sent = send_item(lab, item)
-        except BaseException as exc:  # reported below, in our thread
-            failure.append(exc)
-
-    def on_ready(*_args, **_kw):
-        t = threading.Thread(target=send, name="scenario-traffic", daemon=True)
-        sender.append(t)
-        t.start()
+    def probe() -> str:  # run by investigate() in a thread once its engines are armed
+        result.sent = send_item(lab, item)
+        return ",".join(result.sent)
 
     # Every host: the sender, the routers on the path and the receiver.
     paths = [h.netns for h in lab.hosts.values()]
+    labels = {h.inode: name for name, h in lab.hosts.items()}
     flt = build_item_filter(sc, item)
-    # Enough time for the slowest attempt plus the trace window.
+    # An upper bound: investigate() returns shortly after the probe when nothing is
+    # pending; the slowest probe is count attempts that each time out.
     timeout = sc.timeout + item.count * CONNECT_TIMEOUT
-    try:
-        inv = investigate(paths, flt, timeout, on_ready=on_ready, debug=debug)
-    except IpdbgError as exc:
-        if exc.exit_code != 8:  # NoMatchError: nothing dropped, which is a result
-            raise
-        inv = None
-    if not sender:  # the engine never signalled ready: send anyway, and say so
-        on_ready()
-        result.problems.append("tracing did not signal ready before the traffic")
-    for t in sender:
-        t.join(timeout=item.count * CONNECT_TIMEOUT + 5)
-    if failure:
-        raise failure[0]
+    inv = investigate(paths, flt, timeout, probe=probe, netns_labels=labels, debug=debug)
+    if inv.probe_result and inv.probe_result.startswith("error"):
+        result.problems.append(f"sending failed: {inv.probe_result}")
+    if not result.sent:
+        result.problems.append("the traffic was not sent (tracing never became ready)")
     if item.proto == "udp":
         deadline = time.monotonic() + UDP_SETTLE
         while _udp_served(listeners) - before < item.count and time.monotonic() < deadline:
             time.sleep(0.02)
     result.through = _got_through(item, result.sent, _udp_served(listeners) - before)
-    result.explanations = _explanations_json(inv)
-    result.lost_events = int(getattr(inv, "lost", 0) or 0) if inv is not None else 0
-    host_ids = {name: {h.inode, h.netns, name, str(h.pid)} for name, h in lab.hosts.items()}
+    result.explanations, result.ignored = split_explanations(_explanations_json(inv), item)
+    result.lost_events = int(getattr(inv, "lost", 0) or 0)
+    host_ids = {name: {h.inode, h.netns, name} for name, h in lab.hosts.items()}
     result.seen, problems = match_expectation(item.expect, item, result.explanations,
                                               result.through, host_ids)
     result.problems.extend(problems)
