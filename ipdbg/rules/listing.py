@@ -1,0 +1,1134 @@
+"""``iptables -L`` / ``-S`` output from a parsed ``Ruleset`` (pure), byte for byte.
+
+Reimplements iptables 1.8.9's print path (iptables/xshared.c print_rule_details,
+print_fragment, print_ifaces, print_header; iptables/iptables.c print_firewall;
+libxtables xtables_print_num) and the print functions of the extensions below.
+Both backends (iptables-nft and iptables-legacy) print the same way; what differs
+between them shows up in their iptables-save output, which is our input.
+
+An extension without a printer here, or with an option a printer does not know,
+raises ``UnsupportedExtension``: the caller then runs the system's ``iptables -L``
+for that listing, so the output is never wrong, only slower.
+
+Name lookups (non-numeric listings) go through an injected resolver (see
+``lookup.py``); pure code never touches the system itself.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from ..errors import IpdbgError, NotFoundError
+from .model import Chain, Match, Option, Rule, RuleParts, Ruleset, Table
+
+
+class UnsupportedExtension(IpdbgError):
+    """A match or target whose -L text we do not render; fall back to iptables -L."""
+
+    default_hint = "ipdbg falls back to the system's iptables -L for this listing"
+
+    def __init__(self, kind: str, name: str, detail: str = ""):
+        self.kind = kind  # "match" or "target"
+        self.name = name
+        super().__init__(f"{kind} {name}: {detail or 'no native renderer'}")
+
+
+# libxtables xtables_chain_protos (1.8.9): names tried before getprotobynumber().
+_CHAIN_PROTOS = {"tcp": 6, "sctp": 132, "udp": 17, "udplite": 136, "icmp": 1,
+                 "ipv6-icmp": 58, "icmpv6": 58, "esp": 50, "ah": 51, "ipv6-mh": 135,
+                 "mh": 135, "all": 0}
+# Debian 12 netbase /etc/protocols (IANA numbers), for -n when no resolver is given.
+_PROTOCOLS = {
+    "ip": 0, "hopopt": 0, "icmp": 1, "igmp": 2, "ggp": 3, "ipencap": 4, "st": 5, "tcp": 6,
+    "egp": 8, "igp": 9, "pup": 12, "udp": 17, "hmp": 20, "xns-idp": 22, "rdp": 27,
+    "iso-tp4": 29, "dccp": 33, "xtp": 36, "ddp": 37, "idpr-cmtp": 38, "ipv6": 41,
+    "ipv6-route": 43, "ipv6-frag": 44, "idrp": 45, "rsvp": 46, "gre": 47, "esp": 50,
+    "ah": 51, "skip": 57, "ipv6-icmp": 58, "ipv6-nonxt": 59, "ipv6-opts": 60, "rspf": 73,
+    "vmtp": 81, "eigrp": 88, "ospf": 89, "ax.25": 93, "ipip": 94, "etherip": 97,
+    "encap": 98, "pim": 103, "ipcomp": 108, "vrrp": 112, "l2tp": 115, "isis": 124,
+    "sctp": 132, "fc": 133, "mobility-header": 135, "udplite": 136, "mpls-in-ip": 137,
+    "manet": 138, "hip": 139, "shim6": 140, "wesp": 141, "rohc": 142, "ethernet": 143,
+    "mptcp": 262,
+}
+
+_NUMERIC = 1
+_VERBOSE = 2
+_EXACT = 4
+_LINES = 8
+
+
+class _Ctx:
+    """What a printer needs besides its match: flags, family, lookups, the rule."""
+
+    __slots__ = ("numeric", "family", "resolver", "parts", "proto")
+
+    def __init__(self, numeric, family, resolver):
+        self.numeric = numeric
+        self.family = family
+        self.resolver = resolver
+        self.parts: RuleParts | None = None
+        self.proto: str | None = None
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def format_num(n: int, exact: bool) -> str:
+    """libxtables xtables_print_num() in a table (without its trailing space)."""
+    if exact:
+        return f"{n:8d}"
+    if n <= 99999:
+        return f"{n:5d}"
+    for suffix in "KMG":
+        n = _round_k(n)
+        if n <= 9999:
+            return f"{n:4d}{suffix}"
+    return f"{_round_k(n):4d}T"
+
+
+def _round_k(n: int) -> int:
+    """(n + 500) / 1000 in uint64_t, wrap-around included (2^64-1 prints as 0K)."""
+    return ((n + 500) & 0xFFFFFFFFFFFFFFFF) // 1000
+
+
+def _num_notable(n: int, exact: bool) -> str:
+    """xtables_print_num() with FMT_NOTABLE (chain headers): no padding."""
+    if exact or n <= 99999:
+        return str(n)
+    for suffix in "KMG":
+        n = _round_k(n)
+        if n <= 9999:
+            return f"{n}{suffix}"
+    return f"{_round_k(n)}T"
+
+
+def _mask_suffix(mask, family: int) -> str:
+    """xtables_ipmask_to_numeric / xtables_ip6mask_to_numeric."""
+    full = 32 if family == 4 else 128
+    if mask is None:
+        return ""
+    if isinstance(mask, int):
+        return "" if mask == full else f"/{mask}"
+    return "/" + mask  # non-contiguous, already dotted (v4) or compressed (v6)
+
+
+def _split_addr(text: str, family: int):
+    """ "10.0.0.0/8" -> ("10.0.0.0", 8); "/255.0.255.0" masks stay strings."""
+    addr, slash, mask = text.partition("/")
+    if not slash:
+        return addr, (32 if family == 4 else 128)
+    if mask.isdigit():
+        return addr, int(mask)
+    # A dotted or IPv6 mask: contiguous masks print as a prefix length.
+    try:
+        net = ipaddress.ip_network(f"0.0.0.0/{mask}" if family == 4 else f"::/{mask}")
+        return addr, net.prefixlen
+    except ValueError:
+        return addr, mask
+
+
+def _addr_name(addr: str, family: int, resolver) -> str:
+    """xtables_ipaddr_to_anyname / xtables_ip6addr_to_anyname."""
+    name = resolver.lookup_host(addr, family)
+    if name:
+        return name
+    if family == 4:
+        name = resolver.lookup_network(addr)
+        if name:
+            return name
+    return addr
+
+
+def format_address(text: str | None, family: int, numeric: bool, resolver) -> str:
+    """Source/destination column text (print_ipv4_addresses / print_ipv6_addresses)."""
+    if text is None:
+        return ("0.0.0.0/0" if family == 4 else "::/0") if numeric else "anywhere"
+    addr, mask = _split_addr(text, family)
+    if mask == 0 and not numeric:
+        return "anywhere"
+    if not numeric:
+        addr = _addr_name(addr, family, resolver)
+    return addr + _mask_suffix(mask, family)
+
+
+def _proto_number(name: str, resolver) -> int:
+    if name.isdigit():
+        return int(name)
+    if name in _CHAIN_PROTOS:
+        return _CHAIN_PROTOS[name]
+    if resolver is not None:
+        num = resolver.lookup_protocol_number(name)
+        if num is not None:
+            return num
+    if name in _PROTOCOLS:
+        return _PROTOCOLS[name]
+    raise UnsupportedExtension("protocol", name, "unknown protocol name")
+
+
+def _service(port: str, proto: str | None, ctx: _Ctx) -> str:
+    if ctx.numeric or proto is None:
+        return port
+    return ctx.resolver.lookup_service(int(port), proto) or port
+
+
+def _ports_proto(ctx: _Ctx) -> str | None:
+    """The protocol name getservbyport() gets (multiport/tcp/udp/sctp print_port)."""
+    p = ctx.parts.protocol if ctx.parts else None
+    if p is None:
+        return None
+    num = _proto_number(p, None) if not p.isdigit() else int(p)
+    return {6: "tcp", 17: "udp", 136: "udplite", 132: "sctp", 33: "dccp"}.get(num)
+
+
+def _unsupported(m: Match, kind: str = "match", detail: str = "") -> UnsupportedExtension:
+    return UnsupportedExtension(kind, m.name if isinstance(m, Match) else m, detail)
+
+
+def _one(opt: Option) -> str:
+    if len(opt.values) != 1:
+        raise UnsupportedExtension("option", opt.name, f"expected one value, got {opt.values}")
+    return opt.values[0]
+
+
+def save_quote(value: str) -> str:
+    """xtables_save_string(): the way iptables-save writes a string value."""
+    if value and all(c in _NO_QUOTE for c in value):
+        return value
+    return '"' + "".join("\\" + c if c in "\"\\'" else c for c in value) + '"'
+
+
+_NO_QUOTE = frozenset("_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+# ---------------------------------------------------------------- match printers
+
+
+def _tcpudp_ports(label: str, opt: Option, proto: str, ctx: _Ctx) -> str:
+    """libxt_tcp.c / libxt_udp.c print_ports()."""
+    val = _one(opt)
+    inv = "!" if opt.negated else ""
+    lo, sep, hi = val.partition(":")
+    if not sep:
+        return f" {label}:{inv}{_service(lo, proto, ctx)}"
+    lo = lo or "0"
+    hi = hi or "65535"
+    if lo == "0" and hi == "65535" and not opt.negated:
+        return ""
+    if lo == hi:
+        return f" {label}:{inv}{_service(lo, proto, ctx)}"
+    return f" {label}s:{inv}{_service(lo, proto, ctx)}:{_service(hi, proto, ctx)}"
+
+
+_TCP_FLAGS = (("FIN", 0x01), ("SYN", 0x02), ("RST", 0x04), ("PSH", 0x08), ("ACK", 0x10),
+              ("URG", 0x20))
+_TCP_FLAG_BITS = dict(_TCP_FLAGS) | {"ALL": 0x3F, "NONE": 0}
+
+
+def _tcp_flag_value(text: str) -> int:
+    v = 0
+    for name in text.split(","):
+        if name not in _TCP_FLAG_BITS:
+            raise UnsupportedExtension("option", "--tcp-flags", f"unknown flag {name}")
+        v |= _TCP_FLAG_BITS[name]
+    return v
+
+
+def _tcp_flag_names(v: int) -> str:
+    names = [name for name, bit in _TCP_FLAGS if v & bit]
+    return ",".join(names) if names else "NONE"
+
+
+def _print_tcp(m: Match, ctx: _Ctx) -> str:
+    out = {"--sport": "", "--dport": "", "--tcp-option": "", "--tcp-flags": ""}
+    for opt in m.options:
+        if opt.name in ("--sport", "--source-port", "--dport", "--destination-port"):
+            key = "--sport" if opt.name in ("--sport", "--source-port") else "--dport"
+            out[key] = _tcpudp_ports(key[2] + "pt", opt, "tcp", ctx)
+        elif opt.name == "--tcp-option":
+            out["--tcp-option"] = f" option={'!' if opt.negated else ''}{int(_one(opt))}"
+        elif opt.name == "--tcp-flags":
+            if len(opt.values) != 2:
+                raise _unsupported(m, detail="--tcp-flags needs two values")
+            mask, cmp = (_tcp_flag_value(v) for v in opt.values)
+            inv = "!" if opt.negated else ""
+            if ctx.numeric:
+                out["--tcp-flags"] = f" flags:{inv}0x{mask:02X}/0x{cmp:02X}"
+            else:
+                out["--tcp-flags"] = f" flags:{inv}{_tcp_flag_names(mask)}/{_tcp_flag_names(cmp)}"
+        elif opt.name == "--syn":
+            inv = "!" if opt.negated else ""
+            out["--tcp-flags"] = (f" flags:{inv}0x17/0x02" if ctx.numeric
+                                  else f" flags:{inv}FIN,SYN,RST,ACK/SYN")
+        else:
+            raise _unsupported(m, detail=f"option {opt.name}")
+    return " tcp" + out["--sport"] + out["--dport"] + out["--tcp-option"] + out["--tcp-flags"]
+
+
+def _make_ports_printer(proto: str):
+    def printer(m: Match, ctx: _Ctx) -> str:
+        spt = dpt = ""
+        for opt in m.options:
+            if opt.name in ("--sport", "--source-port"):
+                spt = _tcpudp_ports("spt", opt, proto, ctx)
+            elif opt.name in ("--dport", "--destination-port"):
+                dpt = _tcpudp_ports("dpt", opt, proto, ctx)
+            else:
+                raise _unsupported(m, detail=f"option {opt.name}")
+        return f" {proto}{spt}{dpt}"
+    return printer
+
+
+# libxtables xtables_icmp codes (1.8.9): (name, type, code_min, code_max); first match wins.
+_ICMP_CODES = (
+    ("any", 0xFF, 0, 0xFF), ("echo-reply", 0, 0, 0xFF),
+    ("destination-unreachable", 3, 0, 0xFF), ("network-unreachable", 3, 0, 0),
+    ("host-unreachable", 3, 1, 1), ("protocol-unreachable", 3, 2, 2),
+    ("port-unreachable", 3, 3, 3), ("fragmentation-needed", 3, 4, 4),
+    ("source-route-failed", 3, 5, 5), ("network-unknown", 3, 6, 6),
+    ("host-unknown", 3, 7, 7), ("network-prohibited", 3, 9, 9),
+    ("host-prohibited", 3, 10, 10), ("TOS-network-unreachable", 3, 11, 11),
+    ("TOS-host-unreachable", 3, 12, 12), ("communication-prohibited", 3, 13, 13),
+    ("host-precedence-violation", 3, 14, 14), ("precedence-cutoff", 3, 15, 15),
+    ("source-quench", 4, 0, 0xFF), ("redirect", 5, 0, 0xFF),
+    ("network-redirect", 5, 0, 0), ("host-redirect", 5, 1, 1),
+    ("TOS-network-redirect", 5, 2, 2), ("TOS-host-redirect", 5, 3, 3),
+    ("echo-request", 8, 0, 0xFF), ("router-advertisement", 9, 0, 0xFF),
+    ("router-solicitation", 10, 0, 0xFF), ("time-exceeded", 11, 0, 0xFF),
+    ("ttl-zero-during-transit", 11, 0, 0), ("ttl-zero-during-reassembly", 11, 1, 1),
+    ("parameter-problem", 12, 0, 0xFF), ("ip-header-bad", 12, 0, 0),
+    ("required-option-missing", 12, 1, 1), ("timestamp-request", 13, 0, 0xFF),
+    ("timestamp-reply", 14, 0, 0xFF), ("address-mask-request", 17, 0, 0xFF),
+    ("address-mask-reply", 18, 0, 0xFF),
+)
+_ICMP6_CODES = (
+    ("destination-unreachable", 1, 0, 0xFF), ("no-route", 1, 0, 0),
+    ("communication-prohibited", 1, 1, 1), ("beyond-scope", 1, 2, 2),
+    ("address-unreachable", 1, 3, 3), ("port-unreachable", 1, 4, 4),
+    ("failed-policy", 1, 5, 5), ("reject-route", 1, 6, 6),
+    ("packet-too-big", 2, 0, 0xFF), ("time-exceeded", 3, 0, 0xFF),
+    ("ttl-zero-during-transit", 3, 0, 0), ("ttl-zero-during-reassembly", 3, 1, 1),
+    ("parameter-problem", 4, 0, 0xFF), ("bad-header", 4, 0, 0),
+    ("unknown-header-type", 4, 1, 1), ("unknown-option", 4, 2, 2),
+    ("echo-request", 128, 0, 0xFF), ("echo-reply", 129, 0, 0xFF),
+    ("router-solicitation", 133, 0, 0xFF), ("router-advertisement", 134, 0, 0xFF),
+    ("neighbour-solicitation", 135, 0, 0xFF), ("neighbour-advertisement", 136, 0, 0xFF),
+    ("redirect", 137, 0, 0xFF),
+)
+
+
+def _make_icmp_printer(label: str, opt_name: str, table):
+    def printer(m: Match, ctx: _Ctx) -> str:
+        if len(m.options) != 1 or m.options[0].name != opt_name:
+            raise _unsupported(m, detail="options")
+        opt = m.options[0]
+        val = _one(opt)
+        if val == "any":
+            typ, lo, hi = 0xFF, 0, 0xFF
+        else:
+            t, slash, c = val.partition("/")
+            if not t.isdigit() or (slash and not c.isdigit()):
+                raise _unsupported(m, detail=f"type {val}")
+            typ = int(t)
+            lo, hi = (int(c), int(c)) if slash else (0, 0xFF)
+        return f" {label}" + _icmp_type(typ, lo, hi, opt.negated, ctx, table)
+    return printer
+
+
+def _icmp_type(typ, lo, hi, inv, ctx, table) -> str:
+    """libxt_icmp.c print_icmptype()."""
+    if not ctx.numeric:
+        for name, t, cmin, cmax in table:
+            if t == typ and cmin == lo and cmax == hi:
+                return f" {'!' if inv else ''}{name}"
+    out = " !" if inv else ""
+    out += f"type {typ}"
+    if lo == hi:
+        out += f" code {lo}"
+    elif lo != 0 or hi != 0xFF:
+        out += f" codes {lo}-{hi}"
+    return out
+
+
+def _print_multiport(m: Match, ctx: _Ctx) -> str:
+    if len(m.options) != 1:
+        raise _unsupported(m, detail="options")
+    opt = m.options[0]
+    kind = {"--sports": "sports", "--source-ports": "sports", "--dports": "dports",
+            "--destination-ports": "dports", "--ports": "ports"}.get(opt.name)
+    if kind is None:
+        raise _unsupported(m, detail=f"option {opt.name}")
+    proto = _ports_proto(ctx)
+    items = []
+    for item in _one(opt).split(","):
+        lo, sep, hi = item.partition(":")
+        s = _service(lo, proto, ctx)
+        if sep:
+            s += ":" + _service(hi, proto, ctx)
+        items.append(s)
+    return f" multiport {kind} {' !' if opt.negated else ''}{','.join(items)}"
+
+
+_CT_ADDR_OPTS = {"--ctorigsrc", "--ctorigdst", "--ctreplsrc", "--ctrepldst"}
+_CT_PLAIN_OPTS = {"--ctstate", "--ctproto", "--ctstatus", "--ctexpire", "--ctorigsrcport",
+                  "--ctorigdstport", "--ctreplsrcport", "--ctrepldstport", "--ctdir"}
+
+
+def _print_conntrack(m: Match, ctx: _Ctx) -> str:
+    """libxt_conntrack.c conntrack_dump() with an empty prefix."""
+    out = []
+    for opt in m.options:
+        if opt.name in _CT_PLAIN_OPTS:
+            val = _one(opt)
+        elif opt.name in _CT_ADDR_OPTS:
+            val = _ct_addr(_one(opt), ctx)
+        else:
+            raise _unsupported(m, detail=f"option {opt.name}")
+        out.append(f"{' !' if opt.negated else ''} {opt.name[2:]} {val}")
+    return "".join(out)
+
+
+def _ct_addr(text: str, ctx: _Ctx) -> str:
+    addr, mask = _split_addr(text, ctx.family)
+    if not ctx.numeric and addr in ("0.0.0.0", "::"):
+        return "anywhere"
+    if not ctx.numeric:
+        addr = _addr_name(addr, ctx.family, ctx.resolver)
+    return addr + _mask_suffix(mask, ctx.family)
+
+
+def _print_state(m: Match, ctx: _Ctx) -> str:
+    if len(m.options) != 1 or m.options[0].name != "--state":
+        raise _unsupported(m, detail="options")
+    opt = m.options[0]
+    return f"{' !' if opt.negated else ''} state {_one(opt)}"
+
+
+def _print_comment(m: Match, ctx: _Ctx) -> str:
+    if len(m.options) != 1 or m.options[0].name != "--comment":
+        raise _unsupported(m, detail="options")
+    return f" /* {_one(m.options[0])} */"
+
+
+def _mark_text(val: str) -> str:
+    """print_mark(): 0x%x, plus /0x%x unless the mask is all ones."""
+    mark, slash, mask = val.partition("/")
+    out = f"0x{int(mark, 0):x}"
+    if slash and int(mask, 0) != 0xFFFFFFFF:
+        out += f"/0x{int(mask, 0):x}"
+    return out
+
+
+def _print_mark(m: Match, ctx: _Ctx) -> str:
+    if len(m.options) != 1 or m.options[0].name != "--mark":
+        raise _unsupported(m, detail="options")
+    opt = m.options[0]
+    return f" mark match{' !' if opt.negated else ''} {_mark_text(_one(opt))}"
+
+
+def _print_connmark(m: Match, ctx: _Ctx) -> str:
+    if len(m.options) != 1 or m.options[0].name != "--mark":
+        raise _unsupported(m, detail="options")
+    opt = m.options[0]
+    return f" connmark match {'!' if opt.negated else ''} {_mark_text(_one(opt))}"
+
+
+def _print_limit(m: Match, ctx: _Ctx) -> str:
+    rate, burst = None, "5"
+    for opt in m.options:
+        if opt.name == "--limit" and not opt.negated:
+            rate = _one(opt)
+        elif opt.name == "--limit-burst" and not opt.negated:
+            burst = _one(opt)
+        else:
+            raise _unsupported(m, detail=f"option {opt.name}")
+    if rate is None:
+        rate = "3/hour"  # XT_LIMIT_AVG default; iptables-save always writes --limit
+    return f" limit: avg {rate} burst {burst}"
+
+
+def _print_iprange(m: Match, ctx: _Ctx) -> str:
+    out = []
+    for opt in m.options:
+        label = {"--src-range": "source", "--dst-range": "destination"}.get(opt.name)
+        if label is None:
+            raise _unsupported(m, detail=f"option {opt.name}")
+        out.append(f" {label} IP range {'! ' if opt.negated else ''}{_one(opt)}")
+    return "".join(out)
+
+
+def _print_addrtype(m: Match, ctx: _Ctx) -> str:
+    out = [" ADDRTYPE match"]
+    for opt in m.options:
+        if opt.name in ("--src-type", "--dst-type"):
+            out.append(f" {opt.name[2:]} {'!' if opt.negated else ''}{_one(opt)}")
+        elif opt.name == "--limit-iface-in" and not opt.negated:
+            out.append(" limit-in")
+        elif opt.name == "--limit-iface-out" and not opt.negated:
+            out.append(" limit-out")
+        else:
+            raise _unsupported(m, detail=f"option {opt.name}")
+    return "".join(out)
+
+
+def _print_mac(m: Match, ctx: _Ctx) -> str:
+    if len(m.options) != 1 or m.options[0].name != "--mac-source":
+        raise _unsupported(m, detail="options")
+    opt = m.options[0]
+    return f" MAC {'! ' if opt.negated else ''}{_one(opt)}"
+
+
+def _print_owner(m: Match, ctx: _Ctx) -> str:
+    """libxt_owner.c owner_mt_print() (revision 1)."""
+    out = []
+    for opt in m.options:
+        inv = " !" if opt.negated else ""
+        if opt.name == "--socket-exists":
+            out.append(f"{inv} owner socket exists")
+        elif opt.name in ("--uid-owner", "--gid-owner"):
+            val = _one(opt)
+            label = "UID" if opt.name == "--uid-owner" else "GID"
+            if "-" not in val and not ctx.numeric:
+                look = ctx.resolver.lookup_user if label == "UID" else ctx.resolver.lookup_group
+                val = look(int(val)) or val
+            out.append(f"{inv} owner {label} match {val}")
+        elif opt.name == "--suppl-groups":
+            out.append(f"{inv} incl. suppl. groups")
+        else:
+            raise _unsupported(m, detail=f"option {opt.name}")
+    return "".join(out)
+
+
+def _print_pkttype(m: Match, ctx: _Ctx) -> str:
+    if len(m.options) != 1 or m.options[0].name != "--pkt-type":
+        raise _unsupported(m, detail="options")
+    opt = m.options[0]
+    return f" PKTTYPE {'!=' if opt.negated else '='} {_one(opt)}"
+
+
+def _print_length(m: Match, ctx: _Ctx) -> str:
+    if len(m.options) != 1 or m.options[0].name != "--length":
+        raise _unsupported(m, detail="options")
+    opt = m.options[0]
+    return f" length {'!' if opt.negated else ''}{_one(opt)}"
+
+
+_PHYSDEV_OPTS = {"--physdev-in", "--physdev-out", "--physdev-is-in", "--physdev-is-out",
+                 "--physdev-is-bridged"}
+
+
+def _print_physdev(m: Match, ctx: _Ctx) -> str:
+    out = [" PHYSDEV match"]
+    for opt in m.options:
+        if opt.name not in _PHYSDEV_OPTS:
+            raise _unsupported(m, detail=f"option {opt.name}")
+        out.append(f"{' !' if opt.negated else ''} {opt.name}")
+        out.extend(" " + v for v in opt.values)
+    return "".join(out)
+
+
+def _print_recent(m: Match, ctx: _Ctx) -> str:
+    """libxt_recent.c recent_print(): fixed order, whatever the save order."""
+    o = {opt.name: opt for opt in m.options}
+    known = {"--set", "--rcheck", "--update", "--remove", "--seconds", "--reap", "--hitcount",
+             "--rttl", "--name", "--mask", "--rsource", "--rdest"}
+    if set(o) - known or any(x.negated for x in m.options
+                             if x.name not in ("--set", "--rcheck", "--update", "--remove")):
+        raise _unsupported(m, detail="options")
+    inv = any(x.negated for x in m.options)
+    out = [" !" if inv else "", " recent:"]
+    for name, word in (("--set", " SET"), ("--rcheck", " CHECK"), ("--update", " UPDATE"),
+                       ("--remove", " REMOVE")):
+        if name in o:
+            out.append(word)
+    if "--seconds" in o and int(_one(o["--seconds"])):
+        out.append(f" seconds: {int(_one(o['--seconds']))}")
+    if "--reap" in o:
+        out.append(" reap")
+    if "--hitcount" in o and int(_one(o["--hitcount"])):
+        out.append(f" hit_count: {int(_one(o['--hitcount']))}")
+    if "--rttl" in o:
+        out.append(" TTL-Match")
+    out.append(f" name: {_one(o['--name']) if '--name' in o else 'DEFAULT'}")
+    if "--rsource" in o:
+        out.append(" side: source")
+    elif "--rdest" in o:
+        out.append(" side: dest")
+    if "--mask" in o:
+        out.append(f" mask: {_one(o['--mask'])}")
+    return "".join(out)
+
+
+def _print_statistic(m: Match, ctx: _Ctx) -> str:
+    o = {opt.name: opt for opt in m.options}
+    mode = _one(o["--mode"]) if "--mode" in o else None
+    inv = any(x.negated for x in m.options)
+    if mode == "random" and set(o) <= {"--mode", "--probability"} and "--probability" in o:
+        return f" statistic mode random{' !' if inv else ''} probability {_one(o['--probability'])}"
+    if mode == "nth" and set(o) <= {"--mode", "--every", "--packet"} and "--every" in o:
+        out = f" statistic mode nth{' !' if inv else ''} every {_one(o['--every'])}"
+        if "--packet" in o and int(_one(o["--packet"])):
+            out += f" packet {int(_one(o['--packet']))}"
+        return out
+    raise _unsupported(m, detail="options")
+
+
+def _print_tcpmss(m: Match, ctx: _Ctx) -> str:
+    if len(m.options) != 1 or m.options[0].name != "--mss":
+        raise _unsupported(m, detail="options")
+    opt = m.options[0]
+    return f" tcpmss match {'!' if opt.negated else ''}{_one(opt)}"
+
+
+def _print_dscp(m: Match, ctx: _Ctx) -> str:
+    if len(m.options) != 1 or m.options[0].name != "--dscp":
+        raise _unsupported(m, detail="options")
+    opt = m.options[0]
+    return f" DSCP match {'!' if opt.negated else ''}0x{int(_one(opt), 0):02x}"
+
+
+_TOS_NAMES = {0x02: "Minimize-Cost", 0x04: "Maximize-Reliability", 0x08: "Maximize-Throughput",
+              0x10: "Minimize-Delay", 0x00: "Normal-Service"}
+
+
+def _tos_value(text: str) -> tuple[int, int]:
+    v, slash, mk = text.partition("/")
+    return int(v, 0), (int(mk, 0) if slash else 0xFF)
+
+
+def _print_tos(m: Match, ctx: _Ctx) -> str:
+    """libxt_tos.c tos_mt_print_v1(); tos_try_print_symbolic() needs mask 0x3f."""
+    if len(m.options) != 1 or m.options[0].name != "--tos":
+        raise _unsupported(m, detail="options")
+    opt = m.options[0]
+    value, mask = _tos_value(_one(opt))
+    out = " tos match" + ("!" if opt.negated else "")
+    if not ctx.numeric and mask == 0x3F and value in _TOS_NAMES:
+        return out + " " + _TOS_NAMES[value]
+    return out + f"0x{value:02x}/0x{mask:02x}"
+
+
+def _make_ttl_printer(label: str):
+    prefix = "--" + label.lower() + "-"
+
+    def printer(m: Match, ctx: _Ctx) -> str:
+        if len(m.options) != 1:
+            raise _unsupported(m, detail="options")
+        opt = m.options[0]
+        op = {"eq": "!=" if opt.negated else "==", "lt": "<", "gt": ">"}.get(
+            opt.name[len(prefix):] if opt.name.startswith(prefix) else "")
+        if op is None or (opt.negated and opt.name != prefix + "eq"):
+            raise _unsupported(m, detail=f"option {opt.name}")
+        return f" {label} match {label} {op} {_one(opt)}"
+    return printer
+
+
+def _print_helper(m: Match, ctx: _Ctx) -> str:
+    if len(m.options) != 1 or m.options[0].name != "--helper":
+        raise _unsupported(m, detail="options")
+    opt = m.options[0]
+    return f' helper match {"! " if opt.negated else ""}"{_one(opt)}"'
+
+
+def _print_rpfilter(m: Match, ctx: _Ctx) -> str:
+    out = " rpfilter"
+    for opt in m.options:
+        if opt.name not in ("--loose", "--validmark", "--accept-local", "--invert") or opt.negated:
+            raise _unsupported(m, detail=f"option {opt.name}")
+        out += " " + opt.name[2:]
+    return out
+
+
+def _print_socket(m: Match, ctx: _Ctx) -> str:
+    if m.options:
+        raise _unsupported(m, detail="options")
+    return " socket"
+
+
+MATCH_PRINTERS = {
+    "tcp": _print_tcp,
+    "udp": _make_ports_printer("udp"),
+    "sctp": _make_ports_printer("sctp"),
+    "icmp": _make_icmp_printer("icmp", "--icmp-type", _ICMP_CODES),
+    "icmp6": _make_icmp_printer("ipv6-icmp", "--icmpv6-type", _ICMP6_CODES),
+    "multiport": _print_multiport,
+    "conntrack": _print_conntrack,
+    "state": _print_state,
+    "comment": _print_comment,
+    "mark": _print_mark,
+    "connmark": _print_connmark,
+    "limit": _print_limit,
+    "iprange": _print_iprange,
+    "addrtype": _print_addrtype,
+    "mac": _print_mac,
+    "owner": _print_owner,
+    "pkttype": _print_pkttype,
+    "length": _print_length,
+    "physdev": _print_physdev,
+    "recent": _print_recent,
+    "statistic": _print_statistic,
+    "tcpmss": _print_tcpmss,
+    "dscp": _print_dscp,
+    "tos": _print_tos,
+    "ttl": _make_ttl_printer("TTL"),
+    "hl": _make_ttl_printer("HL"),
+    "helper": _print_helper,
+    "rpfilter": _print_rpfilter,
+    "socket": _print_socket,
+}
+
+# ---------------------------------------------------------------- target printers
+
+_STANDARD_TARGETS = {"ACCEPT", "DROP", "RETURN", "QUEUE"}
+_LOG_LEVELS = {0: "emerg", 1: "alert", 2: "crit", 3: "err", 4: "warn", 5: "notice",
+               6: "info", 7: "debug"}
+_LOG_FLAGS = (("--log-tcp-sequence", 0x01, "tcp-sequence"), ("--log-tcp-options", 0x02, "tcp-options"),
+              ("--log-ip-options", 0x04, "ip-options"), ("--log-uid", 0x08, "uid"),
+              ("--log-macdecode", 0x20, "macdecode"))
+
+
+def _opts(parts: RuleParts) -> dict[str, Option]:
+    o = {}
+    for opt in parts.target_options:
+        if opt.negated or opt.name in o:
+            raise UnsupportedExtension("target", parts.target or "", f"option {opt.name}")
+        o[opt.name] = opt
+    return o
+
+
+def _only(parts: RuleParts, o: dict, allowed) -> None:
+    extra = set(o) - set(allowed)
+    if extra:
+        raise UnsupportedExtension("target", parts.target or "", f"options {sorted(extra)}")
+
+
+def _t_log(parts: RuleParts, ctx: _Ctx) -> str:
+    o = _opts(parts)
+    _only(parts, o, {"--log-prefix", "--log-level"} | {f[0] for f in _LOG_FLAGS})
+    level = int(_one(o["--log-level"])) if "--log-level" in o else 4
+    flags = sum(bit for name, bit, _ in _LOG_FLAGS if name in o)
+    out = " LOG"
+    if ctx.numeric:
+        out += f" flags {flags} level {level}"
+    else:
+        out += f" level {_LOG_LEVELS[level]}" if level in _LOG_LEVELS else f" UNKNOWN level {level}"
+        out += "".join(" " + word for name, _, word in _LOG_FLAGS if name in o)
+    if "--log-prefix" in o and _one(o["--log-prefix"]):
+        out += f' prefix "{_one(o["--log-prefix"])}"'
+    return out
+
+
+def _t_nflog(parts: RuleParts, ctx: _Ctx) -> str:
+    out = []
+    for opt in parts.target_options:
+        if opt.name == "--nflog-prefix":
+            out.append(" nflog-prefix " + save_quote(_one(opt)))
+        elif opt.name in ("--nflog-group", "--nflog-size", "--nflog-range", "--nflog-threshold"):
+            out.append(f" {opt.name[2:]} {_one(opt)}")
+        else:
+            raise UnsupportedExtension("target", "NFLOG", f"option {opt.name}")
+    return "".join(out)
+
+
+def _t_reject(parts: RuleParts, ctx: _Ctx) -> str:
+    o = _opts(parts)
+    _only(parts, o, {"--reject-with"})
+    if "--reject-with" not in o:
+        return " reject-with " + ("icmp-port-unreachable" if ctx.family == 4 else "icmp6-port-unreachable")
+    return " reject-with " + _one(o["--reject-with"])
+
+
+def _make_nat_printer(range_opt: str, label: str):
+    def printer(parts: RuleParts, ctx: _Ctx) -> str:
+        out = []
+        for opt in parts.target_options:
+            if opt.name == range_opt and not opt.negated:
+                out.append(label + _one(opt))
+            elif opt.name in ("--random", "--random-fully", "--persistent") and not opt.values:
+                out.append(" " + opt.name[2:])
+            else:
+                raise UnsupportedExtension("target", parts.target, f"option {opt.name}")
+        return "".join(out)
+    return printer
+
+
+def _t_mark(parts: RuleParts, ctx: _Ctx) -> str:
+    """libxt_MARK.c mark_tg_print() (revision 2; iptables-save writes --set-xmark)."""
+    o = _opts(parts)
+    _only(parts, o, {"--set-xmark"})
+    if "--set-xmark" not in o:
+        raise UnsupportedExtension("target", "MARK", "no --set-xmark")
+    return " MARK " + _xmark(_one(o["--set-xmark"]))
+
+
+def _xmark(val: str) -> str:
+    v, slash, mk = val.partition("/")
+    mark = int(v, 0)
+    mask = int(mk, 0) if slash else 0xFFFFFFFF
+    if mark == 0:
+        return f"and 0x{~mask & 0xFFFFFFFF:x}"
+    if mark == mask:
+        return f"or 0x{mark:x}"
+    if mask == 0:
+        return f"xor 0x{mark:x}"
+    if mask == 0xFFFFFFFF:
+        return f"set 0x{mark:x}"
+    return f"xset 0x{mark:x}/0x{mask:x}"
+
+
+def _t_connmark(parts: RuleParts, ctx: _Ctx) -> str:
+    """libxt_CONNMARK.c connmark_tg_print() (revisions 1 and 2 without shifts)."""
+    o = _opts(parts)
+    _only(parts, o, {"--set-xmark", "--save-mark", "--restore-mark", "--nfmask", "--ctmask"})
+    if "--set-xmark" in o:
+        return " CONNMARK " + _xmark(_one(o["--set-xmark"]))
+    nfmask = int(_one(o["--nfmask"]), 0) if "--nfmask" in o else 0xFFFFFFFF
+    ctmask = int(_one(o["--ctmask"]), 0) if "--ctmask" in o else 0xFFFFFFFF
+    if "--save-mark" in o:
+        if nfmask == ctmask == 0xFFFFFFFF:
+            return " CONNMARK save"
+        if nfmask == ctmask:
+            return f" CONNMARK save mask 0x{nfmask:x}"
+        return f" CONNMARK save nfmask 0x{nfmask:x} ctmask ~0x{ctmask:x}"
+    if "--restore-mark" in o:
+        if nfmask == ctmask == 0xFFFFFFFF:
+            return " CONNMARK restore"
+        if nfmask == ctmask:
+            return f" CONNMARK restore mask 0x{ctmask:x}"
+        return f" CONNMARK restore ctmask 0x{ctmask:x} nfmask ~0x{nfmask:x}"
+    raise UnsupportedExtension("target", "CONNMARK", "mode")
+
+
+def _t_ct(parts: RuleParts, ctx: _Ctx) -> str:
+    out = [" CT"]
+    for opt in parts.target_options:
+        if opt.name == "--notrack" and not opt.values:
+            out.append(" notrack")
+        elif opt.name in ("--helper", "--timeout", "--ctevents", "--expevents", "--zone",
+                          "--zone-orig", "--zone-reply"):
+            out.append(f" {opt.name[2:]} {_one(opt)}")
+        else:
+            raise UnsupportedExtension("target", "CT", f"option {opt.name}")
+    return "".join(out)
+
+
+def _t_fixed(text: str):
+    def printer(parts: RuleParts, ctx: _Ctx) -> str:
+        if parts.target_options:
+            raise UnsupportedExtension("target", parts.target, "options")
+        return text
+    return printer
+
+
+def _t_tcpmss(parts: RuleParts, ctx: _Ctx) -> str:
+    o = _opts(parts)
+    _only(parts, o, {"--clamp-mss-to-pmtu", "--set-mss"})
+    if "--clamp-mss-to-pmtu" in o:
+        return " TCPMSS clamp to PMTU"
+    if "--set-mss" in o:
+        return f" TCPMSS set {_one(o['--set-mss'])}"
+    raise UnsupportedExtension("target", "TCPMSS", "no option")
+
+
+def _t_dscp(parts: RuleParts, ctx: _Ctx) -> str:
+    o = _opts(parts)
+    _only(parts, o, {"--set-dscp"})
+    return f" DSCP set 0x{int(_one(o['--set-dscp']), 0):02x}"
+
+
+def _t_tos(parts: RuleParts, ctx: _Ctx) -> str:
+    """libxt_TOS.c tos_tg_print_v1()."""
+    o = _opts(parts)
+    _only(parts, o, {"--set-tos"})
+    value, mask = _tos_value(_one(o["--set-tos"]))
+    if not ctx.numeric and mask == 0x3F and value in _TOS_NAMES:
+        return "  TOS set" + _TOS_NAMES[value]
+    return f" TOS set 0x{value:02x}/0x{mask:02x}"
+
+
+def _make_ttl_target(label: str):
+    prefix = "--" + label.lower() + "-"
+    words = {"set": "set to", "dec": "decrement by", "inc": "increment by"}
+
+    def printer(parts: RuleParts, ctx: _Ctx) -> str:
+        o = _opts(parts)
+        if len(o) != 1:
+            raise UnsupportedExtension("target", label, "options")
+        (name, opt), = o.items()
+        word = words.get(name[len(prefix):]) if name.startswith(prefix) else None
+        if word is None:
+            raise UnsupportedExtension("target", label, f"option {name}")
+        return f" {label} {word} {_one(opt)}"
+    return printer
+
+
+def _t_classify(parts: RuleParts, ctx: _Ctx) -> str:
+    o = _opts(parts)
+    _only(parts, o, {"--set-class"})
+    major, _, minor = _one(o["--set-class"]).partition(":")
+    return f" CLASSIFY set {int(major, 16):x}:{int(minor, 16):x}"
+
+
+def _t_nfqueue(parts: RuleParts, ctx: _Ctx) -> str:
+    o = _opts(parts)
+    _only(parts, o, {"--queue-num", "--queue-balance", "--queue-bypass", "--queue-cpu-fanout"})
+    if "--queue-balance" in o:
+        lo, _, hi = _one(o["--queue-balance"]).partition(":")
+        out = f" NFQUEUE balance {int(lo)}:{int(hi)}"
+    else:
+        out = f" NFQUEUE num {int(_one(o['--queue-num'])) if '--queue-num' in o else 0}"
+    if "--queue-bypass" in o:
+        out += " bypass"
+    if "--queue-cpu-fanout" in o:
+        out += " cpu-fanout"
+    return out
+
+
+TARGET_PRINTERS = {
+    "LOG": _t_log,
+    "NFLOG": _t_nflog,
+    "REJECT": _t_reject,
+    "DNAT": _make_nat_printer("--to-destination", " to:"),
+    "SNAT": _make_nat_printer("--to-source", " to:"),
+    "MASQUERADE": _make_nat_printer("--to-ports", " masq ports: "),
+    "REDIRECT": _make_nat_printer("--to-ports", " redir ports "),
+    "NETMAP": _make_nat_printer("--to", " to:"),
+    "MARK": _t_mark,
+    "CONNMARK": _t_connmark,
+    "CT": _t_ct,
+    "NOTRACK": _t_fixed(" NOTRACK"),
+    "TRACE": _t_fixed(""),
+    "CHECKSUM": lambda parts, ctx: (" CHECKSUM fill" if [o.name for o in parts.target_options]
+                                    == ["--checksum-fill"] else _t_fixed("")(parts, ctx)),
+    "TCPMSS": _t_tcpmss,
+    "DSCP": _t_dscp,
+    "TOS": _t_tos,
+    "TTL": _make_ttl_target("TTL"),
+    "HL": _make_ttl_target("HL"),
+    "CLASSIFY": _t_classify,
+    "NFQUEUE": _t_nfqueue,
+}
+
+# ---------------------------------------------------------------- -L
+
+
+def _lookup(ruleset: Ruleset, table: str, chain: str | None) -> tuple[Table, list[Chain]]:
+    t = ruleset.tables.get(table)
+    if t is None:
+        cmd = "ip6tables" if ruleset.family == 6 else "iptables"
+        raise NotFoundError(f"table {table!r} does not exist (or is empty)",
+                            f"known tables: {', '.join(ruleset.tables) or 'none'}; "
+                            f"`{cmd} -t {table} -L` loads it")
+    if chain is None:
+        return t, list(t.chains.values())
+    c = t.chains.get(chain)
+    if c is None:
+        raise NotFoundError(f"chain {chain!r} does not exist in table {table}",
+                            f"chains in {table}: {', '.join(t.chains)}")
+    return t, [c]
+
+
+def _references(t: Table) -> dict[str, int]:
+    refs = dict.fromkeys(t.chains, 0)
+    for c in t.chains.values():
+        for r in c.rules:
+            target = r.parts.target
+            if target in refs:
+                refs[target] += 1
+    return refs
+
+
+def format_rule_line(rule: Rule, num: int, ctx: _Ctx, flags: int, chains) -> str:
+    """One rule of ``iptables -L`` (iptables.c print_firewall), without the newline."""
+    p = rule.parts
+    out = []
+    if flags & _LINES:
+        out.append(f"{num:<4d} ")
+    if flags & _VERBOSE:
+        exact = bool(flags & _EXACT)
+        out.append(format_num(rule.packets, exact) + " " + format_num(rule.bytes, exact) + " ")
+    target = p.target or ""
+    if target == "NOTRACK":
+        target = "CT"  # libxt_CT.c: NOTRACK is an alias of CT revision 0
+    out.append(f"{target:<9s} ")
+    out.append("!" if p.protocol_negated else " ")
+    if p.protocol is None:
+        proto = "0" if ctx.numeric else "all"
+    elif ctx.numeric:
+        proto = str(_proto_number(p.protocol, ctx.resolver))
+    else:
+        proto = p.protocol
+    out.append(f"{proto:<4s} ")
+    if ctx.family == 4:
+        out.append(("!" if p.fragment is False else "-") + ("f" if p.fragment is not None else "-") + " ")
+    else:
+        out.append("-- ")
+    if flags & _VERBOSE:
+        any_if = "*" if ctx.numeric else "any"
+        iif = ("!" if p.in_negated else "") + (p.in_interface or any_if)
+        oif = ("!" if p.out_negated else "") + (p.out_interface or any_if)
+        out.append(f" {iif:<6s} {oif:<6s} ")
+    out.append("!" if p.source_negated else " ")
+    out.append(f"{format_address(p.source, ctx.family, ctx.numeric, ctx.resolver):<19s} ")
+    out.append("!" if p.destination_negated else " ")
+    out.append(f"{format_address(p.destination, ctx.family, ctx.numeric, ctx.resolver):<19s} ")
+    if p.target_kind == "goto":
+        out.append("[goto] ")
+    ctx.parts = p
+    for m in p.matches:
+        printer = MATCH_PRINTERS.get(m.name)
+        if printer is None:
+            raise UnsupportedExtension("match", m.name)
+        try:
+            out.append(printer(m, ctx))
+        except (ValueError, KeyError, IndexError) as e:
+            raise UnsupportedExtension("match", m.name, f"cannot render: {e}") from None
+    if p.target is not None and p.target not in _STANDARD_TARGETS and p.target not in chains:
+        printer = TARGET_PRINTERS.get(p.target)
+        if printer is None:
+            raise UnsupportedExtension("target", p.target)
+        try:
+            out.append(printer(p, ctx))
+        except (ValueError, KeyError, IndexError) as e:
+            raise UnsupportedExtension("target", p.target, f"cannot render: {e}") from None
+    return "".join(out)
+
+
+def _header(flags: int) -> str:
+    out = []
+    if flags & _LINES:
+        out.append("num  ")
+    if flags & _VERBOSE:
+        out.append("    pkts      bytes " if flags & _EXACT else " pkts bytes ")
+    out.append("target     prot opt")
+    if flags & _VERBOSE:
+        out.append(" in     out    ")
+    out.append(" source               destination         ")
+    return "".join(out)
+
+
+def format_list(ruleset: Ruleset, table: str, chain: str | None = None, *, numeric=False,
+                verbose=False, exact=False, line_numbers=False, resolver=None) -> str:
+    """The text of ``iptables -t TABLE -L [CHAIN] [-n] [-v] [-x] [--line-numbers]``.
+
+    ``ip6tables`` when ``ruleset.family`` is 6. Raises ``NotFoundError`` for an
+    unknown table or chain and ``UnsupportedExtension`` for a match or target we
+    do not render (the caller then runs the system's iptables -L).
+    """
+    t, chains = _lookup(ruleset, table, chain)
+    if resolver is None and not numeric:
+        # The default resolver does what iptables does (libc lookups); it is only
+        # built on demand so that numeric listings stay free of effects.
+        from .lookup import SystemResolver
+        resolver = SystemResolver()
+    flags = ((_NUMERIC if numeric else 0) | (_VERBOSE if verbose else 0) |
+             (_EXACT if exact else 0) | (_LINES if line_numbers else 0))
+    ctx = _Ctx(numeric, ruleset.family, resolver)
+    refs = _references(t)
+    header = _header(flags)
+    out = []
+    for i, c in enumerate(chains):
+        if i:
+            out.append("")
+        if c.policy is not None:
+            if verbose:
+                out.append(f"Chain {c.name} (policy {c.policy} {_num_notable(c.packets, exact)} packets, "
+                           f"{_num_notable(c.bytes, exact)} bytes)")
+            else:
+                out.append(f"Chain {c.name} (policy {c.policy})")
+        else:
+            out.append(f"Chain {c.name} ({refs[c.name]} references)")
+        out.append(header)
+        for n, rule in enumerate(c.rules, 1):
+            out.append(format_rule_line(rule, n, ctx, flags, t.chains))
+    out.append("")
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- -S
+
+
+def _rule_S(chain: str, rule: Rule, verbose: bool) -> str:
+    if not verbose:
+        return f"-A {chain} {rule.spec}" if rule.spec else f"-A {chain}"
+    counters = f"-c {rule.packets} {rule.bytes}"
+    if rule.parts.target is None:
+        return f"-A {chain} {rule.spec} {counters}" if rule.spec else f"-A {chain} {counters}"
+    cut = _target_offset(rule.spec)
+    head = rule.spec[:cut]
+    return f"-A {chain} {head}{counters} {rule.spec[cut:]}"
+
+
+def _target_offset(spec: str) -> int:
+    """Offset of the unquoted " -j "/" -g " (or leading "-j ") that starts the target."""
+    if spec.startswith(("-j ", "-g ")):
+        return 0
+    if '"' not in spec:
+        for key in (" -j ", " -g "):
+            i = spec.find(key)
+            if i >= 0:
+                return i + 1
+        raise ValueError(spec)
+    in_quote = False
+    i, n = 0, len(spec)
+    while i < n:
+        c = spec[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == '"':
+            in_quote = not in_quote
+        elif not in_quote and c == " " and spec.startswith(("-j ", "-g "), i + 1):
+            return i + 1
+        i += 1
+    raise ValueError(spec)
+
+
+def format_rules_S(ruleset: Ruleset, table: str, chain: str | None = None, *,
+                   verbose=False) -> str:
+    """The text of ``iptables -t TABLE -S [CHAIN] [-v]``."""
+    t, chains = _lookup(ruleset, table, chain)
+    out = []
+    for c in chains:
+        if c.policy is not None:
+            out.append(f"-P {c.name} {c.policy}" +
+                       (f" -c {c.packets} {c.bytes}" if verbose else ""))
+        else:
+            out.append(f"-N {c.name}")
+    for c in chains:
+        for rule in c.rules:
+            out.append(_rule_S(c.name, rule, verbose))
+    out.append("")
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- JSON
+
+
+def rule_to_json(family: int, table: str, chain: str, line: int, rule: Rule) -> dict:
+    """A rule as a JSON-ready dict (the ``-o json`` shape of ``ipdbg rules``)."""
+    p = rule.parts
+    return {
+        "family": family,
+        "table": table,
+        "chain": chain,
+        "line": line,
+        "packets": rule.packets,
+        "bytes": rule.bytes,
+        "rule": f"-A {chain} {rule.spec}" if rule.spec else f"-A {chain}",
+        "parts": {
+            "protocol": p.protocol,
+            "source": p.source,
+            "destination": p.destination,
+            "in_interface": p.in_interface,
+            "out_interface": p.out_interface,
+            "fragment": p.fragment,
+            "matches": [{"name": m.name,
+                         "options": [{"name": o.name, "values": list(o.values),
+                                      "negated": o.negated} for o in m.options]}
+                        for m in p.matches],
+            "target": p.target,
+            "target_kind": p.target_kind,
+            "target_options": [{"name": o.name, "values": list(o.values),
+                                "negated": o.negated} for o in p.target_options],
+            "negations": p.negations(),
+        },
+    }
