@@ -227,12 +227,48 @@ def _edit(inv, backend, netns, out) -> None:
         else:
             out.write(batch_text)
         return
+    if backend == "legacy":
+        # a legacy table is created by the first restore that names it, even one
+        # that fails: try the batch on new tables in a throw-away netns first
+        missing = [t for t in batch.tables if t not in rb.read_legacy_tables(family, netns)]
+        if missing:
+            proc = rb.apply_restore_scratch(batch.format(missing), family, backend)
+            if proc.returncode != 0:
+                raise _edit_error(proc.stderr, batch, inv, backend, netns, texts, missing)
+    if len(batch.tables) > 1:
+        # iptables-restore commits each table at its COMMIT: parse all first
+        proc = rb.apply_restore(batch_text, family, backend, netns, counters=counters, test=True)
+        if proc.returncode != 0:
+            raise _edit_error(proc.stderr, batch, inv, backend, netns, texts)
     proc = rb.apply_restore(batch_text, family, backend, netns, counters=counters)
     if proc.returncode != 0:
-        raise _edit_error(proc.stderr, batch, inv, backend, netns, texts)
+        err = _edit_error(proc.stderr, batch, inv, backend, netns, texts)
+        _put_back_committed(proc.stderr, batch, family, backend, netns, texts, err)
+        raise err
     if inv.output == "json":
         out.write(json.dumps({"applied": True, "backend": backend, "family": family,
                               "batch": batch_text, "summary": batch.summary}, indent=2) + "\n")
+
+
+def _put_back_committed(stderr, batch, family, backend, netns, texts, err) -> None:
+    """A batch over several tables failed in a later table: the earlier tables were
+    committed already; restore them from what was read (whole table, counters)."""
+    from ..rules import backend as rb
+
+    n = rb.failed_line(stderr)
+    bl = batch.line_at(n) if n is not None else None
+    if bl is None or len(batch.tables) < 2:
+        return
+    done = batch.tables[: batch.tables.index(bl.table)]
+    failed = []
+    for t in done:
+        text = texts.get(t) or _empty_table_save(t)
+        if rb.apply_table_text(text, t, family, backend, netns).returncode != 0:
+            failed.append(t)
+    if failed:
+        err.message += (f"; tables {', '.join(done)} were applied before the failure and "
+                        f"could not be put back: {', '.join(failed)}")
+        err.hint = f"check them with `ipdbg rules -t {failed[0]} -S`"
 
 
 def _restore_argv(family, backend, counters) -> list[str]:
@@ -240,12 +276,12 @@ def _restore_argv(family, backend, counters) -> list[str]:
     return [f"{base}-{backend}-restore", "--noflush", "-w"] + (["-c"] if counters else [])
 
 
-def _edit_error(stderr, batch, inv, backend, netns, texts) -> Exception:
+def _edit_error(stderr, batch, inv, backend, netns, texts, tables=None) -> Exception:
     from ..rules import backend as rb
     from ..rules.edit import parse_save_index
 
     n = rb.failed_line(stderr)
-    bl = batch.line_at(n) if n is not None else None
+    bl = batch.line_at(n, tables) if n is not None else None
     if bl is None:
         # nft resolves jump targets at COMMIT, so the error names that line
         msg = rb.first_message(stderr) or "iptables-restore failed"

@@ -72,9 +72,32 @@ def _run(argv: list[str], netns: str | None, input: str | None = None) -> subpro
         raise SystemToolError(f"cannot run {full[0]}: {exc.strerror}") from None
 
 
+def read_legacy_tables(family: int, netns: str | None = None) -> set[str]:
+    """Names of the x_tables tables that exist in netns (/proc/net/ip{,6}_tables_names).
+
+    Asking iptables-legacy about a table creates it (the kernel instantiates a
+    table on first use, net/netfilter/x_tables.c xt_find_table_lock), which would
+    change the ruleset of a namespace we only read, so we look first.
+    """
+    from ..netns import enter_netns
+
+    name = "ip_tables_names" if family == 4 else "ip6_tables_names"
+    try:
+        with enter_netns(netns):
+            with open(f"/proc/thread-self/net/{name}") as f:
+                return {ln.strip() for ln in f if ln.strip()}
+    except FileNotFoundError:  # ip_tables not loaded: no legacy table anywhere
+        return set()
+
+
 def read_save(family: int, backend: str, netns: str | None = None,
               table: str | None = None, counters: bool = True) -> str:
-    """The text of `iptables-save [-c] [-t TABLE]` (in netns)."""
+    """The text of `iptables-save [-c] [-t TABLE]` (in netns).
+
+    "" for a legacy table that does not exist yet (reading it would create it).
+    """
+    if backend == "legacy" and table and table not in read_legacy_tables(family, netns):
+        return ""
     argv = [binary("save", family, backend)]
     if counters:
         argv.append("-c")
@@ -129,7 +152,7 @@ def failed_line(stderr: str) -> int | None:
 
 
 def apply_restore(batch_text: str, family: int, backend: str, netns: str | None = None,
-                  counters: bool = False) -> subprocess.CompletedProcess:
+                  counters: bool = False, test: bool = False) -> subprocess.CompletedProcess:
     """Run `iptables-restore --noflush -w [-c]` with the batch on stdin.
 
     Returns the finished process; the caller maps a failure with ``restore_error``
@@ -138,7 +161,31 @@ def apply_restore(batch_text: str, family: int, backend: str, netns: str | None 
     argv = [binary("restore", family, backend), "--noflush", "-w"]
     if counters:
         argv.append("-c")
+    if test:
+        argv.append("--test")
     return _run(argv, netns, input=batch_text)
+
+
+def apply_table_text(save_text: str, table: str, family: int, backend: str,
+                     netns: str | None = None) -> subprocess.CompletedProcess:
+    """Put a whole table back as iptables-save printed it (flush + restore, counters)."""
+    argv = [binary("restore", family, backend), "-w", "-c", "-T", table]
+    return _run(argv, netns, input=save_text)
+
+
+def apply_restore_scratch(batch_text: str, family: int, backend: str) -> subprocess.CompletedProcess:
+    """Apply a batch in a new, empty, throw-away netns (`unshare -n`).
+
+    For iptables-legacy tables that do not exist yet in the target netns: any
+    restore touching them creates them, even one that then fails. A batch that
+    applies to empty built-in chains here applies the same way there.
+    """
+    argv = ["unshare", "-n", binary("restore", family, backend), "--noflush", "-w"]
+    try:
+        return subprocess.run(argv, input=batch_text, capture_output=True, text=True)
+    except FileNotFoundError as exc:
+        raise SystemToolError(f"cannot run unshare: {exc.strerror}",
+                              "install util-linux") from None
 
 
 def read_list(family: int, backend: str, netns: str | None, argv_tail: list[str]) -> str:

@@ -118,19 +118,19 @@ class Batch:
     commands: tuple[RulesCommand, ...]
     summary: list[str]  # one line per command: what it does, for --dry-run/-o json
 
-    def format(self) -> str:
-        """The exact text given to iptables-restore."""
+    def format(self, tables: list[str] | None = None) -> str:
+        """The exact text given to iptables-restore (of some tables only, if given)."""
         out = []
-        for t in self.tables:
+        for t in (self.tables if tables is None else tables):
             out.append(f"*{t}")
             out.extend(bl.text for bl in self.lines if bl.table == t)
             out.append("COMMIT")
         return "\n".join(out) + "\n"
 
-    def line_at(self, restore_line: int) -> BatchLine | None:
+    def line_at(self, restore_line: int, tables: list[str] | None = None) -> BatchLine | None:
         """The batch line at iptables-restore's 1-based line number (None: a header)."""
         n = 0
-        for t in self.tables:
+        for t in (self.tables if tables is None else tables):
             n += 1  # *table
             for bl in self.lines:
                 if bl.table != t:

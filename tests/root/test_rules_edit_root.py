@@ -195,3 +195,31 @@ def test_replace_conflict_leaves_the_race_winner(host, backend, monkeypatch):
     with pytest.raises(errors.ConflictError):
         rules_cmd.run(["--netns", host.netns, "--backend", backend, "-R", "INPUT", "3", "-j", "DROP"])
     assert chain(host, backend, "INPUT") == before[1:]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batch_over_two_tables_is_put_back_when_the_second_conflicts(host, backend, monkeypatch,
+                                                                     tmp_path):
+    """iptables-restore commits table by table: when the nat part conflicts after
+    the filter part was committed, filter is put back as it was read."""
+    setup(host, backend)
+    host.run([f"iptables-{backend}", "-t", "nat", "-A", "POSTROUTING", "-o", "eth0", "-j", "MASQUERADE"])
+    strip = lambda s: [ln for ln in s.splitlines() if not ln.startswith("#")]  # noqa: E731
+    filter_before = strip(host.run([f"iptables-{backend}-save", "-c", "-t", "filter"]).stdout)
+    real = rb.apply_restore
+    seen = {}
+
+    def racing(*a, **kw):
+        if not kw.get("test"):
+            host.run([f"iptables-{backend}", "-w", "-t", "nat", "-I", "POSTROUTING", "1", "-j", "RETURN"])
+            seen["nat"] = strip(host.run([f"iptables-{backend}-save", "-t", "nat"]).stdout)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(rb, "apply_restore", racing)
+    with pytest.raises(errors.ConflictError):
+        f = tmp_path / "two-tables.batch"
+        f.write_text("-A INPUT -j ACCEPT\n-t nat -D POSTROUTING 1\n")
+        rules_cmd.run(["--netns", host.netns, "--backend", backend, "--batch", str(f)])
+    assert strip(host.run([f"iptables-{backend}-save", "-c", "-t", "filter"]).stdout) == filter_before
+    assert strip(host.run([f"iptables-{backend}-save", "-t", "nat"]).stdout) == seen["nat"]
+
