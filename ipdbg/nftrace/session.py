@@ -17,7 +17,7 @@ import select
 import socket
 import time
 
-from ..errors import KernelError
+from ..errors import KernelError, PrivilegeError
 from ..events import TRACE_RULE, TraceEvent
 from ..filters import PacketFilter
 from ..netns import enter_netns, netns_inode
@@ -149,14 +149,29 @@ class TraceSession:
         return bool(self.legacy) and self.legacy != "no"
 
     def _bind_nflog(self, ns: _Netns) -> None:
+        ns.saved_loggers = {pf: nflog.read_nf_log(ns.path, pf) for pf in LEGACY_PFS}
+        # The guard first: it must exist before anything it would have to undo.
+        ns.guard = nflog.NflogGuard(ns.path, ns.saved_loggers)
         s = sock.open_nfnl(ns.path, (), sock.RCVBUF)
         ns.nflog = s
-        ns.saved_loggers = {pf: nflog.read_nf_log(ns.path, pf) for pf in LEGACY_PFS}
-        ns.guard = nflog.NflogGuard(ns.path, ns.saved_loggers)
         seq = 1
         # Instance for group 0 (nfulnl_log_packet uses group 0 for ip_tables' TRACE loginfo).
-        sock.talk(s, build.format_nflog_config(0, socket.AF_UNSPEC, nl.NFULNL_CFG_CMD_BIND, seq),
-                  [seq], "nfnetlink_log: binding group 0")
+        # EPERM: another socket holds group 0. It may be a tracer that is just going away
+        # (its socket is released when its last holder, maybe a child between fork and
+        # exec, closes it), so retry for a moment before blaming another program.
+        end = time.monotonic() + 2.0
+        while True:
+            try:
+                sock.talk(s, build.format_nflog_config(0, socket.AF_UNSPEC, nl.NFULNL_CFG_CMD_BIND, seq),
+                          [seq], "nfnetlink_log: binding group 0")
+                break
+            except PrivilegeError:
+                seq += 1
+                if time.monotonic() > end:
+                    raise KernelError("nfnetlink_log group 0 is used by another program in this netns "
+                                      "(ulogd? another ipdbg?)",
+                                      "stop it, or trace without legacy tables: --legacy no") from None
+                time.sleep(0.02)
         seq += 1
         sock.talk(s, build.format_nflog_config(0, socket.AF_UNSPEC, None, seq, copy_range=128,
                                                nlbufsiz=65536, timeout=1, qthresh=64),
