@@ -398,6 +398,7 @@ class Correlator:
         self._order: list[tuple] = []
         self._accepted: dict[tuple, Explanation] = {}
         self.latest_ns = 0
+        self.unfinished = 0  # drops left out by finish(cut=True)
 
     # ---- input
     def add_trace(self, ev: TraceEvent) -> None:
@@ -448,13 +449,25 @@ class Correlator:
             self._merge(exp)
         return out
 
-    def finish(self, flt=None, watched: Iterable[int] = ()) -> list[Explanation]:
+    def finish(self, flt=None, watched: Iterable[int] = (), cut: bool = False) -> list[Explanation]:
         """Finalize everything; then add ``accepted`` flows (traced, not dropped) or,
-        when nothing at all was seen, one ``unseen`` answer for ``flt``."""
+        when nothing at all was seen, one ``unseen`` answer for ``flt``.
+
+        ``cut``: we stop early (--count reached) while events may still be in
+        flight: drops that can be joined now are, the others are left out and
+        counted in ``unfinished`` rather than called drops with no rule."""
         now = self.latest_ns + 10 * self.window_ns
         for drop in sorted(self._pending, key=lambda d: d.ts_ns):
+            if cut and drop.reason_name == "NETFILTER_DROP" and not self._candidates(drop):
+                self.unfinished += 1
+                continue
             self._merge(self._try_drop(drop, now, final=True))
         self._pending = []
+        if cut:
+            for tr in list(self._traces.values()) + self._retired:
+                if tr.cause is not None and not tr.consumed:
+                    tr.consumed = True
+                    self.unfinished += 1
         for exp in self._settle_traces(now, final=True):
             self._merge(exp)
         return self.explanations(flt, watched)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .correlate import BLOCKING, Correlator, Explanation
-from .errors import IpdbgError
+from .errors import IpdbgError, KernelError, PrivilegeError
 from .filters import PacketFilter
 from .netns import netns_inode
 
@@ -44,6 +44,8 @@ class Investigation:
     elapsed_s: float = 0.0
     engine: dict = field(default_factory=dict)  # tier, attached programs, trace sources
     notes: list[str] = field(default_factory=list)
+    more_flows: int = 0  # flows explained beyond --count (not listed)
+    unfinished: int = 0  # drops still being traced when --count stopped us (not listed)
 
     @property
     def lost(self) -> int:
@@ -64,10 +66,21 @@ class Investigation:
                 "notes": self.notes}
 
 
-def _open_trace(stack: ExitStack, paths, flt, debug):
+def _open_trace(stack: ExitStack, paths, flt, debug, notes: list[str]):
     from .nftrace import TraceSession
 
-    return stack.enter_context(TraceSession(paths, flt, debug=debug))
+    try:
+        return stack.enter_context(TraceSession(paths, flt, debug=debug))
+    except (KernelError, PrivilegeError) as exc:
+        # EPERM: another listener owns nfnetlink_log group 0 in one of the namespaces.
+        if "nfnetlink_log" not in exc.message:
+            raise
+        why = exc.message
+    # Another program holds nfnetlink_log in one of the namespaces (one listener
+    # per group and netns): trace nftables only, and say so.
+    notes.append(f"iptables-legacy rules cannot be traced here ({why}); "
+                 "nftables and iptables-nft rules are")
+    return stack.enter_context(TraceSession(paths, flt, legacy=False, debug=debug))
 
 
 def investigate(netns_paths: list[str | None], flt: PacketFilter, timeout: float,
@@ -101,12 +114,18 @@ def investigate(netns_paths: list[str | None], flt: PacketFilter, timeout: float
     rec = open(record, "w") if record else None
     try:
         with ExitStack() as stack:
-            mon = stack.enter_context(DropMonitor(flt, netns_inodes=inodes, debug=debug))
+            # The BPF side filters on up to MAX_NETNS namespaces; beyond (--all-netns)
+            # it sees every netns and we keep the watched ones here.
+            from .bpf.decode import MAX_NETNS
+
+            bpf_inodes = inodes if len(set(inodes)) <= MAX_NETNS else None
+            watched = set(inodes)
+            mon = stack.enter_context(DropMonitor(flt, netns_inodes=bpf_inodes, debug=debug))
             inv.engine = {"tier": mon.tier, "attached": list(mon.attached)}
             session = None
             if trace:
                 try:
-                    session = _open_trace(stack, paths, flt, debug)
+                    session = _open_trace(stack, paths, flt, debug, inv.notes)
                 except ImportError as exc:  # the trace engine is not installed/built
                     inv.notes.append(f"nftrace engine not available ({exc}): kernel "
                                      "reasons only, no rule names")
@@ -141,6 +160,7 @@ def investigate(netns_paths: list[str | None], flt: PacketFilter, timeout: float
             ready_at = time.monotonic()
             deadline = ready_at + timeout
             probe_end = None
+            drained_ns = time.monotonic_ns()
             fds = [mon.fileno()] + (list(session.fds()) if session is not None else [])
             while True:
                 now = time.monotonic()
@@ -148,17 +168,21 @@ def investigate(netns_paths: list[str | None], flt: PacketFilter, timeout: float
                     break
                 select.select(fds, [], [], min(TICK_S, deadline - now))
                 for ev in mon.poll(0):
+                    if bpf_inodes is None and ev.netns and ev.netns not in watched:
+                        continue
                     inv.drops_seen += 1
                     if rec is not None:
                         _write(rec, ev)
                     corr.add_drop(ev)
                 if session is not None:
-                    for ev in session.poll(0):
-                        inv.traces_seen += 1
-                        if rec is not None:
-                            _write(rec, ev)
-                        corr.add_trace(ev)
-                for exp in corr.poll(time.monotonic_ns()):
+                    drained_ns = _drain_trace(session, corr, inv, rec) or drained_ns
+                else:
+                    drained_ns = time.monotonic_ns()
+                # The kernel sends a packet's trace messages before it frees the
+                # packet: once the trace sockets were empty at T, every trace of a
+                # drop older than T is in. Finalize against T, not the clock, so a
+                # backlog of trace messages (a flood) never makes "no rule" answers.
+                for exp in corr.poll(drained_ns):
                     if inv.verdict_s is None and exp.verdict in BLOCKING:
                         inv.verdict_s = time.monotonic() - t0
                     if on_explanation is not None:
@@ -172,7 +196,18 @@ def investigate(netns_paths: list[str | None], flt: PacketFilter, timeout: float
                     if (time.monotonic() - probe_end >= PROBE_SETTLE_S
                             and not corr.has_pending()):
                         break
-            inv.explanations = corr.finish(flt, inodes)
+            cut = bool(count and corr.blocking_count >= count)
+            if session is not None:  # what is already queued still counts
+                for _ in range(20):
+                    if _drain_trace(session, corr, inv, rec):
+                        break
+            exps = corr.finish(flt, inodes, cut=cut)
+            if cut:
+                blocking = [e for e in exps if e.verdict in BLOCKING]
+                inv.more_flows = max(0, len(blocking) - count)
+                exps = blocking[:count]
+            inv.unfinished = corr.unfinished
+            inv.explanations = exps
             if inv.verdict_s is None and any(e.verdict in BLOCKING for e in inv.explanations):
                 inv.verdict_s = time.monotonic() - t0
             inv.lost_kernel = mon.lost
@@ -183,6 +218,23 @@ def investigate(netns_paths: list[str | None], flt: PacketFilter, timeout: float
             rec.close()
     inv.elapsed_s = time.monotonic() - t0
     return inv
+
+
+def _drain_trace(session, corr, inv, rec, rounds: int = 50) -> int | None:
+    """Read trace events until the sockets are empty (or ``rounds`` reads).
+
+    Returns the CLOCK_MONOTONIC time at which they were found empty, else None."""
+    for _ in range(rounds):
+        before = time.monotonic_ns()
+        events = session.poll(0)
+        if not events:
+            return before
+        for ev in events:
+            inv.traces_seen += 1
+            if rec is not None:
+                _write(rec, ev)
+            corr.add_trace(ev)
+    return None
 
 
 def _write(rec, ev) -> None:

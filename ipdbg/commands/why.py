@@ -44,6 +44,12 @@ class WatchList:
     paths: list[str | None] = field(default_factory=list)
     labels: dict[int, str] = field(default_factory=dict)  # inode -> how to show it
     specs: dict[int, str] = field(default_factory=dict)  # inode -> how to name it in a command
+    fds: list[int] = field(default_factory=list)  # held namespaces (see read_watch_list)
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
 
 
 def read_watch_list(netns: tuple[str, ...], pid: int | None, all_netns: bool) -> WatchList:
@@ -90,12 +96,19 @@ def read_watch_list(netns: tuple[str, ...], pid: int | None, all_netns: bool) ->
             if not entry.isdigit():
                 continue
             path = f"/proc/{entry}/ns/net"
+            # A process may exit while we watch its netns: hold the netns by an fd
+            # and reach it through /proc/OURPID/fd (child tools too), so the path stays valid (our
+            # trace sockets pin the netns anyway until we leave).
             try:
-                ino = netns_inode(path)
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except OSError:
                 continue
-            if ino not in wl.labels:
-                add(path, names.get(ino, f"pid {entry}"), path)
+            ino = os.fstat(fd).st_ino
+            if ino in wl.labels:
+                os.close(fd)
+                continue
+            wl.fds.append(fd)
+            add(f"/proc/{os.getpid()}/fd/{fd}", names.get(ino, f"pid {entry}"), path)
     if not wl.paths:
         add(None, "current", None)
     return wl
@@ -181,9 +194,12 @@ def why_dropped(ctx, dst, src, proto, iface, netns, pid, all_netns, output, read
         probe_fn = build_probe(flt, proto, src, sender, timeout=min(1.0, timeout))
     require_caps([CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN], "why-dropped")
 
-    inv = investigate(wl.paths, flt, timeout, count=count, probe=probe_fn, debug=debug,
-                      ready_file=ready_file, netns_labels=wl.labels, netns_specs=wl.specs,
-                      record=record)
+    try:
+        inv = investigate(wl.paths, flt, timeout, count=count, probe=probe_fn, debug=debug,
+                          ready_file=ready_file, netns_labels=wl.labels, netns_specs=wl.specs,
+                          record=record)
+    finally:
+        wl.close()
     out = sys.stdout
     if output == "json":
         for exp in inv.explanations:
@@ -192,7 +208,16 @@ def why_dropped(ctx, dst, src, proto, iface, netns, pid, all_netns, output, read
         out.write("\n\n".join(format_explanation(e) for e in inv.explanations) + "\n")
         if probe and inv.probe_result:
             out.write(f"probe    {describe_probe(flt)}: {inv.probe_result}\n")
-    for note in inv.notes:
+    extra = []
+    if inv.more_flows:
+        extra.append(f"{inv.more_flows} more flow(s) were explained; raise --count to see them")
+    if inv.unfinished:
+        extra.append(f"{inv.unfinished} more drop(s) were still being traced when --count "
+                     "was reached")
+    if output == "text":
+        for line in extra:
+            out.write(f"({line})\n")
+    for note in inv.notes + (extra if output == "json" else []):
         click.echo(f"ipdbg: note: {note}", err=True)
     lost = format_lost(inv.lost_detail)
     if lost:
