@@ -157,6 +157,8 @@ def format_details(res) -> str:
                      f"through={item.through}")
         for e in item.explanations:
             lines.append("    " + json.dumps(e, default=str))
+        for e in item.ignored:
+            lines.append("    (ignored) " + json.dumps(e, default=str))
     if res.error:
         lines.append(f"  error: {res.error}")
     return "\n".join(lines)
