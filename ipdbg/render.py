@@ -139,7 +139,7 @@ def format_time(ts_ns: int, clock_offset_ns: int = 0) -> str:
     return time.strftime("%H:%M:%S", time.localtime(wall)) + f".{int(wall * 1e6) % 1000000:06d}"
 
 
-TRACE_HEADER = f"{'TIME':<15} {'SKB':<18} {'PROCESS':<20} {'NETNS':<14} EVENT"
+TRACE_HEADER = f"{'TIME':<15} {'SKB':<18} {'PROCESS':<16} {'NETNS':<18} EVENT"
 
 
 def format_trace_line(ev, rule=None, netns_label: str = "", clock_offset_ns: int = 0,
@@ -161,8 +161,8 @@ def format_trace_line(ev, rule=None, netns_label: str = "", clock_offset_ns: int
         proc = "-"
         what = _trace_event_text(ev, rule)
         key, flags = ev.key, 0
-    line = (f"{format_time(ev.ts_ns, clock_offset_ns):<15} {skb:<18} {proc[:20]:<20} "
-            f"{netns[:14]:<14} {what}")
+    line = (f"{format_time(ev.ts_ns, clock_offset_ns):<15} {skb:<18} {proc[:16]:<16} "
+            f"{netns[-18:]:<18} {what}")
     if output_tuple and key is not None:
         line += f"  {format_key(key, flags)}"
     return line
