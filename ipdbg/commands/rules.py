@@ -136,16 +136,9 @@ def _list(cmd, inv, backend, netns, out) -> None:
         return
     try:
         if cmd.action == "list":
-            resolver = None
-            if not cmd.numeric:
-                try:
-                    from ..rules.resolver import SystemResolver
-                    resolver = SystemResolver()
-                except ImportError:
-                    resolver = None
             text = listing.format_list(ruleset, cmd.table, cmd.chain, numeric=cmd.numeric,
                                        verbose=cmd.verbose, exact=cmd.exact,
-                                       line_numbers=cmd.line_numbers, resolver=resolver)
+                                       line_numbers=cmd.line_numbers)
         else:
             text = listing.format_rules_S(ruleset, cmd.table, cmd.chain, verbose=cmd.verbose)
             if cmd.line is not None:
@@ -204,7 +197,7 @@ def _json_listing(listing, cmd, table, backend) -> dict:
 
 def _edit(inv, backend, netns, out) -> None:
     from ..rules import backend as rb
-    from ..rules.edit import format_batch, parse_save_index
+    from ..rules.edit import format_batch, needs_state, parse_save_index
 
     family = inv.commands[0].family
     tables_needed = []
@@ -213,10 +206,19 @@ def _edit(inv, backend, netns, out) -> None:
             tables_needed.append(c.table)
     state = {}
     texts = {}
-    for t in tables_needed:
-        texts[t] = rb.read_save(family, backend, netns, table=t, counters=True)
-        state.update(parse_save_index(texts[t], only_table=t))
-    batch = format_batch(inv.commands, state, backend=backend, tag=str(os.getpid()))
+
+    def read_state():
+        for t in tables_needed:
+            texts[t] = rb.read_save(family, backend, netns, table=t, counters=True)
+            state.update(parse_save_index(texts[t], only_table=t))
+        return state
+
+    # Only line-number -R/-D need the rules read (to name the rule at that line);
+    # a multi-table batch needs them to put tables back. Anything else goes straight
+    # to iptables-restore, and is checked against a fresh read only if it fails.
+    fast = not (inv.dry_run or len(tables_needed) > 1 or needs_state(inv.commands))
+    batch = format_batch(inv.commands, None if fast else read_state(), backend=backend,
+                         tag=str(os.getpid()))
     batch_text = batch.format()
     counters = any(bl.text.startswith("[") for bl in batch.lines)
     if inv.dry_run:
@@ -234,6 +236,8 @@ def _edit(inv, backend, netns, out) -> None:
         if missing:
             proc = rb.apply_restore_scratch(batch.format(missing), family, backend)
             if proc.returncode != 0:
+                if fast:
+                    format_batch(inv.commands, read_state(), backend=backend, tag=str(os.getpid()))
                 raise _edit_error(proc.stderr, batch, inv, backend, netns, texts, missing)
     if len(batch.tables) > 1:
         # iptables-restore commits each table at its COMMIT: parse all first
@@ -242,6 +246,8 @@ def _edit(inv, backend, netns, out) -> None:
             raise _edit_error(proc.stderr, batch, inv, backend, netns, texts)
     proc = rb.apply_restore(batch_text, family, backend, netns, counters=counters)
     if proc.returncode != 0:
+        if fast:  # the precise reason (line out of range, no such chain, ...) from a read
+            format_batch(inv.commands, read_state(), backend=backend, tag=str(os.getpid()))
         err = _edit_error(proc.stderr, batch, inv, backend, netns, texts)
         _put_back_committed(proc.stderr, batch, family, backend, netns, texts, err)
         raise err

@@ -146,15 +146,27 @@ def _where(cmd: RulesCommand, backend: str) -> str:
     return f"table {cmd.table} (IPv{cmd.family}, {backend})"
 
 
+def needs_state(commands) -> bool:
+    """Whether the batch needs the rules read: line-number -R/-D name the rule read;
+    iptables-nft accepts -Z CHAIN N for any N, so its range is checked by us."""
+    return any(c.action in ("replace", "delete", "zero") and c.line is not None for c in commands)
+
+
 def format_batch(commands: tuple[RulesCommand, ...] | list[RulesCommand],
-                 tables: dict[str, TableState], *, backend: str = "nft",
+                 tables: dict[str, TableState] | None, *, backend: str = "nft",
                  tag: str = "0") -> Batch:
     """Validate the commands against the state read and build the restore batch.
 
     ``tables`` is changed in place to the state after the batch (as far as known).
+    ``tables=None``: nothing was read (allowed when not ``needs_state``); the
+    lines are built unchecked and iptables-restore is the judge.
     ``tag`` makes the check chains' names unique (the caller passes its pid).
     Raises UsageError / NotFoundError (nothing has been applied then).
     """
+    if tables is None:
+        if needs_state(commands):
+            raise ValueError("line-number -R/-D need the rules read")
+        return _format_unchecked(commands)
     lines: list[BatchLine] = []
     order: list[str] = []
     summary: list[str] = []
@@ -338,10 +350,17 @@ def format_batch(commands: tuple[RulesCommand, ...] | list[RulesCommand],
             summary.append(f"rename {t}/{cmd.chain} to {cmd.target}")
         else:  # pragma: no cover - argv.py only makes the actions above
             raise UsageError(f"{a.replace('_', ' ')} is not an edit")
+    batch = Batch(lines=lines, tables=order, commands=tuple(commands), summary=summary)
+    _policy_after_zero(batch)
+    return batch
+
+
+def _policy_after_zero(batch: Batch) -> None:
+    lines = batch.lines
     # iptables-nft 1.8.9 restore: a -Z after a -P in one batch puts the old policy
     # back (the zeroed chain is sent again with the policy of its cache). Set the
     # policy once more at the end of the table's section.
-    for t in order:
+    for t in batch.tables:
         last_p: dict[str, BatchLine] = {}
         zero_after = set()
         for bl in lines:
@@ -355,4 +374,24 @@ def format_batch(commands: tuple[RulesCommand, ...] | list[RulesCommand],
         for name in zero_after:
             bl = last_p[name]
             lines.append(BatchLine(t, bl.text, bl.cmd, "user"))
-    return Batch(lines=lines, tables=order, commands=tuple(commands), summary=summary)
+
+
+def _format_unchecked(commands) -> Batch:
+    lines, order, summary = [], [], []
+    for ci, cmd in enumerate(commands):
+        if cmd.table not in order:
+            order.append(cmd.table)
+        spec = format_rule_tokens(cmd.rule) if cmd.rule else ""
+        opt = {"append": "-A", "insert": "-I", "delete": "-D", "new_chain": "-N",
+               "delete_chain": "-X", "flush": "-F", "zero": "-Z", "policy": "-P",
+               "rename_chain": "-E"}[cmd.action]
+        if cmd.action == "insert":
+            parts = [opt, cmd.chain, str(cmd.line or 1), spec]
+        else:
+            parts = [opt, cmd.chain, None if cmd.line is None else str(cmd.line), cmd.target, spec]
+        text = " ".join(p for p in parts if p)
+        lines.append(BatchLine(cmd.table, text, ci, "user"))
+        summary.append(text if cmd.table == "filter" else f"-t {cmd.table} {text}")
+    batch = Batch(lines=lines, tables=order, commands=tuple(commands), summary=summary)
+    _policy_after_zero(batch)
+    return batch

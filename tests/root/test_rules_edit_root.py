@@ -223,3 +223,30 @@ def test_batch_over_two_tables_is_put_back_when_the_second_conflicts(host, backe
     assert strip(host.run([f"iptables-{backend}-save", "-c", "-t", "filter"]).stdout) == filter_before
     assert strip(host.run([f"iptables-{backend}-save", "-t", "nat"]).stdout) == seen["nat"]
 
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("flags", [["-L", "-n", "-v", "--line-numbers"], ["-L", "INPUT", "-n"],
+                                   ["-S"], ["-S", "INPUT", "-v"], ["-L", "-n", "-v", "-x"]])
+def test_listing_is_iptables_own(host, backend, flags):
+    setup(host, backend)
+    host.run([f"iptables-{backend}", "-A", "OUTPUT", "-d", "198.51.100.80", "-p", "tcp", "-j", "DROP"])
+    r = ipdbg(host, backend, *flags)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == host.run([f"iptables-{backend}", "-w"] + flags).stdout
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_json_listing(host, backend):
+    import json
+
+    setup(host, backend)
+    r = ipdbg(host, backend, "-S", "INPUT", "-o", "json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["backend"] == backend and doc["table"] == "filter"
+    rules = doc["chains"][0]["rules"]
+    assert [x["line"] for x in rules] == [1, 2, 3, 4, 5]
+    assert rules[1]["rule"] == "-A INPUT -s 10.0.0.1/32 -p tcp -m tcp --dport 22 -j ACCEPT"
+    assert rules[1]["parts"]["source"] == "10.0.0.1/32" and rules[1]["parts"]["target"] == "ACCEPT"
+    assert {"packets", "bytes", "table", "chain"} <= set(rules[1])
