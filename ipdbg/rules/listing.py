@@ -60,14 +60,15 @@ _LINES = 8
 class _Ctx:
     """What a printer needs besides its match: flags, family, lookups, the rule."""
 
-    __slots__ = ("numeric", "family", "resolver", "parts", "proto")
+    __slots__ = ("numeric", "family", "resolver", "parts", "addrs", "protos")
 
     def __init__(self, numeric, family, resolver):
         self.numeric = numeric
         self.family = family
         self.resolver = resolver
         self.parts: RuleParts | None = None
-        self.proto: str | None = None
+        self.addrs: dict = {}   # address text -> column text, for this listing
+        self.protos: dict = {}  # protocol name -> number text, for this listing
 
 
 # ---------------------------------------------------------------- helpers
@@ -937,41 +938,60 @@ def _references(t: Table) -> dict[str, int]:
 
 
 def format_rule_line(rule: Rule, num: int, ctx: _Ctx, flags: int, chains) -> str:
-    """One rule of ``iptables -L`` (iptables.c print_firewall), without the newline."""
+    """One rule of ``iptables -L`` (iptables.c print_firewall), without the newline.
+
+    Runs once per rule of chains with tens of thousands of rules: one f-string for
+    the fixed columns, and per-listing caches for addresses and protocol numbers.
+    """
     p = rule.parts
-    out = []
-    if flags & _LINES:
-        out.append(f"{num:<4d} ")
+    numeric = ctx.numeric
     if flags & _VERBOSE:
-        exact = bool(flags & _EXACT)
-        out.append(format_num(rule.packets, exact) + " " + format_num(rule.bytes, exact) + " ")
+        if flags & _EXACT:
+            prefix = f"{rule.packets:8d} {rule.bytes:8d} "
+        else:
+            pk, by = rule.packets, rule.bytes
+            prefix = (f"{pk:5d} " if pk <= 99999 else format_num(pk, False) + " ") + \
+                     (f"{by:5d} " if by <= 99999 else format_num(by, False) + " ")
+        any_if = "*" if numeric else "any"
+        iif = ("!" if p.in_negated else "") + (p.in_interface or any_if)
+        oif = ("!" if p.out_negated else "") + (p.out_interface or any_if)
+        via = f" {iif:<6s} {oif:<6s} "
+    else:
+        prefix = via = ""
+    if flags & _LINES:
+        prefix = f"{num:<4d} " + prefix
     target = p.target or ""
     if target == "NOTRACK":
         target = "CT"  # libxt_CT.c: NOTRACK is an alias of CT revision 0
-    out.append(f"{target:<9s} ")
-    out.append("!" if p.protocol_negated else " ")
-    if p.protocol is None:
-        proto = "0" if ctx.numeric else "all"
-    elif ctx.numeric:
-        proto = str(_proto_number(p.protocol, ctx.resolver))
-    else:
-        proto = p.protocol
-    out.append(f"{proto:<4s} ")
+    proto = p.protocol
+    if proto is None:
+        proto = "0" if numeric else "all"
+    elif numeric:
+        num_text = ctx.protos.get(proto)
+        if num_text is None:
+            num_text = ctx.protos[proto] = str(_proto_number(proto, ctx.resolver))
+        proto = num_text
     if ctx.family == 4:
-        out.append(("!" if p.fragment is False else "-") + ("f" if p.fragment is not None else "-") + " ")
+        frag = p.fragment
+        opt = "-- " if frag is None else ("-f " if frag else "!f ")
     else:
-        out.append("-- ")
-    if flags & _VERBOSE:
-        any_if = "*" if ctx.numeric else "any"
-        iif = ("!" if p.in_negated else "") + (p.in_interface or any_if)
-        oif = ("!" if p.out_negated else "") + (p.out_interface or any_if)
-        out.append(f" {iif:<6s} {oif:<6s} ")
-    out.append("!" if p.source_negated else " ")
-    out.append(f"{format_address(p.source, ctx.family, ctx.numeric, ctx.resolver):<19s} ")
-    out.append("!" if p.destination_negated else " ")
-    out.append(f"{format_address(p.destination, ctx.family, ctx.numeric, ctx.resolver):<19s} ")
-    if p.target_kind == "goto":
-        out.append("[goto] ")
+        opt = "-- "
+    addrs = ctx.addrs
+    src = addrs.get(p.source)
+    if src is None:
+        src = addrs[p.source] = format_address(p.source, ctx.family, numeric, ctx.resolver)
+    dst = addrs.get(p.destination)
+    if dst is None:
+        dst = addrs[p.destination] = format_address(p.destination, ctx.family, numeric,
+                                                    ctx.resolver)
+    line = (f"{prefix}{target:<9s} {'!' if p.protocol_negated else ' '}{proto:<4s} {opt}{via}"
+            f"{'!' if p.source_negated else ' '}{src:<19s} "
+            f"{'!' if p.destination_negated else ' '}{dst:<19s} "
+            f"{'[goto] ' if p.target_kind == 'goto' else ''}")
+    if not p.matches and (p.target is None or p.target in _STANDARD_TARGETS
+                          or p.target in chains):
+        return line
+    out = [line]
     ctx.parts = p
     for m in p.matches:
         printer = MATCH_PRINTERS.get(m.name)

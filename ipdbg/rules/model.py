@@ -19,7 +19,7 @@ BUILTIN_CHAINS = {
 }
 
 
-@dataclass
+@dataclass(slots=True)
 class Option:
     """One option of a match or target, e.g. ``! --dport 80`` -> ("--dport", ["80"], True)."""
 
@@ -28,7 +28,7 @@ class Option:
     negated: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class Match:
     """One ``-m NAME`` module with its options (``-p tcp`` saves as ``-m tcp`` too)."""
 
@@ -42,7 +42,7 @@ class Match:
         return None
 
 
-@dataclass
+@dataclass(slots=True)
 class RuleParts:
     """A rule spec split into iptables' fields (values as iptables-save writes them)."""
 
@@ -76,12 +76,35 @@ class RuleParts:
 
 @dataclass
 class Rule:
-    """One rule: ``spec`` is the text iptables-save writes after ``-A CHAIN `` (no counters)."""
+    """One rule: ``spec`` is the text iptables-save writes after ``-A CHAIN `` (no counters).
+
+    ``parts`` is computed from ``spec`` on first use when not given (``parse_save``
+    leaves it to then: listing 20,000 rules by line number, or with -S, never needs
+    it). A spec that does not parse raises ``UsageError`` at that point.
+    """
 
     spec: str
     packets: int = 0
     bytes: int = 0
-    parts: RuleParts = field(default_factory=RuleParts)
+    parts: RuleParts = None  # type: ignore[assignment]  # see _rule_parts below
+    family: int = field(default=4, repr=False, compare=False)
+
+
+def _rule_parts(self: Rule) -> RuleParts:
+    parts = self.__dict__.get("_parts")
+    if parts is None:
+        from .parse import parse_rule_spec  # parse imports model
+
+        parts = self.__dict__["_parts"] = parse_rule_spec(self.spec, self.family)
+    return parts
+
+
+def _set_rule_parts(self: Rule, parts: RuleParts | None) -> None:
+    self.__dict__["_parts"] = parts
+
+
+# A property over the dataclass field: the generated __init__ assigns through it.
+Rule.parts = property(_rule_parts, _set_rule_parts)  # type: ignore[assignment]
 
 
 @dataclass
