@@ -96,11 +96,21 @@ def expr_bitwise_mask(mask: bytes) -> bytes:
 
 
 def expr_set_nftrace() -> list[bytes]:
-    # nft_meta_set_init (net/netfilter/nft_meta.c): NFTRACE takes a 1-byte register load.
+    """``meta nftrace set 1 accept``.
+
+    nft_meta_set_init (net/netfilter/nft_meta.c): NFTRACE takes a 1-byte register
+    load. The accept ends only our chain (the next hook entry still sees the
+    packet, as after our policy accept) and saves two trace messages per packet
+    and hook: without it, nft_do_chain (6.18) also reports our rule's continue,
+    the end of our chain and our policy.
+    """
     return [_expr("immediate", nla_be32(nl.NFTA_IMMEDIATE_DREG, nl.NFT_REG_1),
                   _data(nl.NFTA_IMMEDIATE_DATA, b"\x01")),
             _expr("meta", nla_be32(nl.NFTA_META_KEY, nl.NFT_META_NFTRACE),
-                  nla_be32(nl.NFTA_META_SREG, nl.NFT_REG_1))]
+                  nla_be32(nl.NFTA_META_SREG, nl.NFT_REG_1)),
+            _expr("immediate", nla_be32(nl.NFTA_IMMEDIATE_DREG, nl.NFT_REG_VERDICT),
+                  nla_nested(nl.NFTA_IMMEDIATE_DATA,
+                             nla_nested(nl.NFTA_DATA_VERDICT, nla_be32(nl.NFTA_VERDICT_CODE, nl.NF_ACCEPT))))]
 
 
 def _match_net(net, which: str) -> list[bytes]:

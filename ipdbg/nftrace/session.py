@@ -15,6 +15,7 @@ import logging
 import os
 import select
 import socket
+import struct
 import time
 
 from ..errors import KernelError, PrivilegeError
@@ -27,8 +28,10 @@ from .decode import DecodeError, decode_nflog, decode_ruleset_change, decode_tra
 log = logging.getLogger("ipdbg.nftrace")
 
 REFRESH_DEBOUNCE_S = 0.2
+RESOLVED_MAX = 200_000  # events whose rule resolve() remembers
 LEGACY_PFS = (nl.NFPROTO_IPV4, nl.NFPROTO_IPV6)
 _table_counter = itertools.count()
+_NLMSG_LEN_TYPE = struct.Struct("=IH")
 
 
 def read_snapshot_for(netns: str | None):
@@ -86,6 +89,7 @@ class _Netns:
         self.snapshot = None
         self.dirty_since: float | None = None
         self.lost = 0
+        self.refs: dict[tuple, object] = {}
 
     def sockets(self):
         return [s for s in (self.trace, self.nflog, self.changes, self.owner) if s is not None]
@@ -108,7 +112,7 @@ class TraceSession:
         self.record = record  # callable(kind, netns_inode, raw message bytes) or None
         self._ns: list[_Netns] = []
         self._by_fd: dict[int, tuple[_Netns, str]] = {}
-        self._resolved: dict[TraceEvent, object] = {}
+        self._resolved: dict[int, tuple[TraceEvent, object]] = {}
         self._buf = bytearray(1 << 20)
         self._lost_overruns = 0
 
@@ -258,10 +262,15 @@ class TraceSession:
         s = ns.trace if kind == "trace" else ns.nflog
         buf = self._buf
         mv = memoryview(buf)
-        ours = ns.table
+        # Our own table's events say only "traced from here": skip them before decoding
+        # (NFTA_TRACE_TABLE with our name, as the kernel encodes it).
+        ours = nl.nla_str(nl.NFTA_TRACE_TABLE, ns.table) if kind == "trace" and not self.debug else None
         record = self.record
-        debug = self.debug
-        for _ in range(256):  # bounded: let the other sockets have their turn
+        trace_type = (nl.NFNL_SUBSYS_NFTABLES << 8) | nl.NFT_MSG_TRACE
+        nflog_type = (nl.NFNL_SUBSYS_ULOG << 8) | nl.NFULNL_MSG_PACKET
+        inode = ns.inode
+        resolve = self._resolve_now
+        for _ in range(512):  # bounded: let the other sockets have their turn
             try:
                 n = s.recv_into(buf)
             except BlockingIOError:
@@ -272,28 +281,33 @@ class TraceSession:
                     ns.lost = max(ns.lost + 1, read_netlink_drops(ns.path, {os.fstat(s.fileno()).st_ino}))
                     continue
                 raise
+            mlen, mtype = _NLMSG_LEN_TYPE.unpack_from(buf, 0)
+            single = n - 3 <= mlen <= n  # one message per datagram: the rule for trace multicasts
+            if single and ours is not None and record is None and ours in bytes(mv[:n]):
+                continue
             ts = time.monotonic_ns()
-            for mtype, _flags, _seq, _pid, payload in nl.parse_nlmsgs(mv[:n]):
+            msgs = ((mtype, 0, 0, 0, mv[16:mlen]),) if single and mlen >= 16 else nl.parse_nlmsgs(mv[:n])
+            for mtype, _flags, _seq, _pid, payload in msgs:
                 if record is not None:
-                    record(kind, ns.inode, mtype, payload.tobytes())
+                    record(kind, inode, mtype, payload.tobytes())
                 try:
                     if kind == "trace":
-                        if mtype != (nl.NFNL_SUBSYS_NFTABLES << 8) | nl.NFT_MSG_TRACE:
+                        if mtype != trace_type:
                             continue
-                        ev = decode_trace(payload, ns.inode, ts)
-                        if ev.table == ours and not debug:
+                        ev = decode_trace(payload, inode, ts)
+                        if ev.table == ns.table and not self.debug:
                             continue
                     else:
-                        if mtype != (nl.NFNL_SUBSYS_ULOG << 8) | nl.NFULNL_MSG_PACKET:
+                        if mtype != nflog_type:
                             continue
-                        ev = decode_nflog(payload, ns.inode, ts)
+                        ev = decode_nflog(payload, inode, ts)
                         if ev is None:
                             continue
                 except (DecodeError, KeyError, IndexError, ValueError) as e:
                     log.debug("undecodable %s message: %s", kind, e)
                     continue
                 if ev.type == TRACE_RULE and (ev.handle is not None or ev.rulenum is not None):
-                    self._resolve_now(ns, ev)
+                    resolve(ns, ev)
                 out.append(ev)
 
     def _drain_changes(self, ns: _Netns) -> None:
@@ -316,6 +330,7 @@ class TraceSession:
         ns.dirty_since = None
         try:
             ns.snapshot = read_snapshot_for(ns.path)
+            ns.refs.clear()
         except Exception as e:  # keep tracing with the old snapshot; say so with --debug
             log.debug("netns %s: rule snapshot refresh failed: %s", ns.inode, e)
 
@@ -331,20 +346,29 @@ class TraceSession:
         return snap.by_nft_handle(ev.family, ev.table, ev.chain, ev.handle)
 
     def _resolve_now(self, ns: _Netns, ev: TraceEvent) -> None:
-        ref = self._lookup(ns, ev)
-        if ref is None and ns.dirty_since is not None:
-            self._refresh(ns)  # a rule added since the last refresh
+        """Name the rule while it is still there (it may be deleted right after the packet)."""
+        ident = (ev.source, ev.family, ev.table, ev.chain, ev.handle, ev.rulenum)
+        try:
+            ref = ns.refs[ident]  # valid for the current snapshot only (cleared on refresh)
+        except KeyError:
             ref = self._lookup(ns, ev)
-        if len(self._resolved) > 200_000:
-            self._resolved.clear()
-        self._resolved[ev] = ref
+            if ref is None and ns.dirty_since is not None:
+                self._refresh(ns)  # a rule added since the last refresh
+                ref = self._lookup(ns, ev)
+            ns.refs[ident] = ref
+        resolved = self._resolved
+        if len(resolved) >= RESOLVED_MAX:
+            for k in list(itertools.islice(resolved, RESOLVED_MAX // 2)):
+                del resolved[k]
+        resolved[id(ev)] = (ev, ref)  # the event is kept alive, so its id is not reused
 
     def resolve(self, ev: TraceEvent):
         """The rule of a rule-type event, as it was when the packet was traced (None for policy)."""
         if ev.type != TRACE_RULE or (ev.handle is None and ev.rulenum is None):
             return None
-        if ev in self._resolved:
-            return self._resolved[ev]
+        hit = self._resolved.get(id(ev))
+        if hit is not None and hit[0] is ev:
+            return hit[1]
         for ns in self._ns:
             if ns.inode == ev.netns:
                 return self._lookup(ns, ev)

@@ -52,7 +52,7 @@ def test_rule_expressions_follow_the_filter():
     rule = msgs(data)[3][3]
     # meta nfproto ipv4, meta l4proto tcp, ip saddr 10.1.0.0/16 (masked), ip daddr 198.51.100.80, tcp dport 80
     assert expr_names(rule) == ["meta", "cmp", "meta", "cmp", "payload", "bitwise", "cmp", "payload", "cmp",
-                                "payload", "cmp", "immediate", "meta"]
+                                "payload", "cmp", "immediate", "meta", "immediate"]
 
 
 def test_ports_without_protocol_trace_tcp_and_udp_both_directions():
@@ -67,7 +67,7 @@ def test_ports_without_protocol_trace_tcp_and_udp_both_directions():
 def test_no_filter_traces_everything_with_one_rule():
     data, _ = build.format_trace_batch("t", build_filter())
     rule = msgs(data)[3][3]
-    assert expr_names(rule) == ["immediate", "meta"]
+    assert expr_names(rule) == ["immediate", "meta", "immediate"]  # nftrace set 1, accept
 
 
 def test_iface_uses_iifname_on_prerouting_and_oifname_on_output():

@@ -122,3 +122,25 @@ def test_ruleset_change_names_the_table():
     assert decode_ruleset_change((10 << 8) | nl.NFT_MSG_NEWRULE, raw) == (nl.NFT_MSG_NEWRULE, "filter")
     assert decode_ruleset_change((10 << 8) | nl.NFT_MSG_TRACE, raw) is None
     assert decode_ruleset_change((10 << 8) | nl.NFT_MSG_NEWGEN, raw) is None
+
+
+@pytest.mark.parametrize("name", ["iptnft_v4", "nft_inet"])
+def test_memoised_header_decode_equals_the_shared_parser(name):
+    from ipdbg.events import parse_packet_headers
+    from ipdbg.nftrace.decode import decode_headers
+
+    n = 0
+    for r in load(name):
+        a = nl.parse_attrs(bytes.fromhex(r["hex"]), 4)
+        if nl.NFTA_TRACE_NETWORK_HEADER in a:
+            net = bytes(a[nl.NFTA_TRACE_NETWORK_HEADER])
+            tr = bytes(a.get(nl.NFTA_TRACE_TRANSPORT_HEADER, b""))
+            assert decode_headers(net, tr) == parse_packet_headers(net, tr)
+            n += 1
+    assert n > 5
+
+
+def test_fast_event_equals_the_dataclass_constructor():
+    ev = decode_row(load("iptnft_v4")[0])
+    again = type(ev)(**dataclasses.asdict(ev) | {"key": ev.key})
+    assert ev == again and hash(ev) == hash(again)
