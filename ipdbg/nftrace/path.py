@@ -63,6 +63,7 @@ class PacketPath:
     verdict: str = ""  # accept | drop | reject | queue | stolen | "" (unknown or not finished)
     decided_by: Step | None = None  # the rule or policy that gave ``verdict``
     events: int = 0
+    first_ts: int = 0
 
     def format(self) -> str:
         return " -> ".join(s.format() for s in self.steps)
@@ -89,17 +90,76 @@ def match_rule_verdict(ev: TraceEvent, rule) -> tuple[str, str]:
     return verdict, target
 
 
-def build_paths(events: Iterable[TraceEvent],
-                resolve: Callable[[TraceEvent], object] | None = None) -> dict[tuple[int, int], PacketPath]:
-    """{(netns, trace_id): PacketPath} from events in arrival order."""
+SPLIT_GAP_NS = 1_000_000_000  # events of one trace id further apart than this: another packet
+
+
+def split_packets(evs: list[TraceEvent]) -> list[list[TraceEvent]]:
+    """Cut the events of one (netns, trace_id) into packets.
+
+    The kernel reuses trace ids: from 5.19 the id hashes the skb's address, its
+    flow hash and iif (nf_tables_trace.c, trace_fill_id), so the next packet of a
+    flow often gets the same id once the skb memory is recycled. A new packet
+    starts when the first event of a base chain (the one carrying the headers)
+    comes for a base chain this packet already went through, after a final
+    verdict, or after a long gap.
+    """
+    out: list[list[TraceEvent]] = []
+    cur: list[TraceEvent] = []
+    entered: set = set()
+    final = False
+    last_ts = 0
+    for ev in evs:
+        start = ev.key is not None
+        base = (ev.source, ev.family, ev.table, ev.chain)
+        if cur and (
+            (ev.ts_ns and last_ts and ev.ts_ns - last_ts > SPLIT_GAP_NS)
+            or (start and ev.source == "nftrace" and (base in entered or final))
+            or (ev.source == "legacy" and final)
+        ):
+            out.append(cur)
+            cur, entered, final = [], set(), False
+        cur.append(ev)
+        last_ts = ev.ts_ns or last_ts
+        if start and ev.source == "nftrace":
+            entered.add(base)
+        if ev.type == TRACE_POLICY and ev.policy in FINAL:
+            final = True
+        elif ev.type == TRACE_RULE and ev.verdict in FINAL:
+            final = True
+    if cur:
+        out.append(cur)
+    return out
+
+
+def build_path_list(events: Iterable[TraceEvent],
+                    resolve: Callable[[TraceEvent], object] | None = None) -> list[PacketPath]:
+    """Every packet's path, in the order of their first events."""
     groups: dict[tuple[int, int], list[TraceEvent]] = {}
     for ev in events:
         groups.setdefault((ev.netns, ev.trace_id), []).append(ev)
-    return {k: _build_one(k, evs, resolve) for k, evs in groups.items()}
+    paths = []
+    for k, evs in groups.items():
+        for part in split_packets(evs):
+            paths.append(_build_one(k, part, resolve))
+    paths.sort(key=lambda p: p.first_ts)
+    return paths
+
+
+def build_paths(events: Iterable[TraceEvent],
+                resolve: Callable[[TraceEvent], object] | None = None) -> dict[tuple[int, int], PacketPath]:
+    """{(netns, trace_id): PacketPath} from events in arrival order.
+
+    When the kernel reused a trace id for several packets, the value is the last
+    of them; ``build_path_list`` returns them all.
+    """
+    out: dict[tuple[int, int], PacketPath] = {}
+    for p in build_path_list(events, resolve):
+        out[(p.netns, p.trace_id)] = p
+    return out
 
 
 def _build_one(k, evs: list[TraceEvent], resolve) -> PacketPath:
-    path = PacketPath(netns=k[0], trace_id=k[1], source=evs[0].source, events=len(evs))
+    path = PacketPath(netns=k[0], trace_id=k[1], source=evs[0].source, events=len(evs), first_ts=evs[0].ts_ns)
     tentative: Step | None = None
     for i, ev in enumerate(evs):
         if path.key is None and ev.key is not None:

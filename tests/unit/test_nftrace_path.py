@@ -122,3 +122,29 @@ def test_match_rule_verdict_goto_and_jump_for_legacy():
     assert match_rule_verdict(ev, Ref(3, "-A INPUT -p tcp -j ACCEPT")) == ("accept", "")
     assert match_rule_verdict(ev, None) == ("", "")
     assert match_rule_verdict(ev, Ref(3, "-A INPUT -p udp -g OTHER")) == ("goto", "OTHER")
+
+
+def test_a_reused_trace_id_is_split_into_packets():
+    from ipdbg.events import PacketKey
+    from ipdbg.nftrace.path import build_path_list
+
+    k1 = PacketKey(4, 17, "10.0.0.1", "10.0.0.2", 5000, 53)
+    k2 = PacketKey(4, 17, "10.0.0.1", "10.0.0.2", 5000, 53)
+    evs = [_ev(chain="OUTPUT", verdict="accept", handle=3, key=k1, ts_ns=10),
+           _ev(chain="POSTROUTING", table="nat", type="policy", policy="accept", key=k1, ts_ns=11),
+           # same id, next packet of the flow (the skb memory was recycled)
+           _ev(chain="OUTPUT", verdict="drop", handle=4, key=k2, ts_ns=20),
+           # and again, after the drop
+           _ev(chain="OUTPUT", verdict="accept", handle=3, key=k2, ts_ns=30)]
+    paths = build_path_list(evs)
+    assert [p.verdict for p in paths] == ["accept", "drop", "accept"]
+    assert [p.events for p in paths] == [2, 1, 1]
+    assert build_paths(evs)[(1, 7)].verdict == "accept"  # the last packet under that id
+
+
+def test_long_gap_splits_too():
+    from ipdbg.nftrace.path import build_path_list
+
+    evs = [_ev(chain="INPUT", verdict="accept", handle=3, ts_ns=1),
+           _ev(chain="INPUT", verdict="drop", handle=4, ts_ns=5_000_000_000)]
+    assert [p.verdict for p in build_path_list(evs)] == ["accept", "drop"]
