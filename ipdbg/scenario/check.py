@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .schema import Expectation, Traffic, _format_by
+from .schema import Expectation, Traffic, format_where
 
 BLOCKING = ("dropped", "rejected")
 
@@ -28,7 +28,7 @@ class Seen:
 
     def describe(self) -> str:
         parts = [self.verdict + (f" x{self.count}" if self.count > 1 else "")]
-        where = _format_by(self.host, self.table, self.chain, self.line)
+        where = format_where(self.host, self.table, self.chain, self.line)
         if where:
             parts.append(where)
         if self.reason:

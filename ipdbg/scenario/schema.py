@@ -96,7 +96,7 @@ class Expectation:
         if self.count is not None:
             parts[0] += f" x{self.count}"
         if self.by is not None:
-            where = _format_by(self.by.host, self.by.table, self.by.chain, self.by.line)
+            where = format_where(self.by.host, self.by.table, self.by.chain, self.by.line)
             if where:
                 parts.append(where)
         if self.reason:
@@ -104,7 +104,7 @@ class Expectation:
         return " ".join(parts)
 
 
-def _format_by(host, table, chain, line) -> str:
+def format_where(host, table, chain, line) -> str:
     where = f"{table or '*'}/{chain or '*'}" if (table or chain) else ""
     if line is not None:
         where += f":{line}"
