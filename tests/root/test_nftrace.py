@@ -221,3 +221,23 @@ def test_only_matching_packets_are_traced(lab):
             events += ts.poll(100)
         ports = {e.key.dport for e in events if e.key}
         assert ports == {6301}
+
+
+def test_netlink_overruns_are_counted_as_lost(lab, monkeypatch):
+    from ipdbg.nftrace import sock
+
+    monkeypatch.setattr(sock, "RCVBUF", 4096)  # a tiny buffer: the kernel must drop messages
+    a, b = lab.add_host("a"), lab.add_host("b")
+    lab.link(a, b, "10.77.9.1/24", "10.77.9.2/24")
+    a.run(["iptables-nft-restore"], input="*filter\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p udp -j ACCEPT\nCOMMIT\n")
+    # debug: our own table's events are returned too, so every message is in ``events`` or lost
+    with TraceSession([a.netns], build_filter(proto="udp"), legacy=False, debug=True) as ts:
+        assert ts.lost == 0
+        traffic.send_udp(a.netns, "10.77.9.2", 6400, count=500)  # 1000 messages, none read meanwhile
+        events = []
+        end = time.monotonic() + 1
+        while time.monotonic() < end:
+            events += ts.poll(50)
+        assert 0 < len(events) < 1000
+        # per packet: our rule's event and the user's rule's event; each one received or counted
+        assert ts.lost + len(events) == 1000
