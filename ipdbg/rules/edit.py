@@ -170,6 +170,7 @@ def format_batch(commands: tuple[RulesCommand, ...] | list[RulesCommand],
     lines: list[BatchLine] = []
     order: list[str] = []
     summary: list[str] = []
+    plans: dict[tuple[str, str], _Plan] = {}
     nchk = 0
 
     for ci, cmd in enumerate(commands):
@@ -200,89 +201,61 @@ def format_batch(commands: tuple[RulesCommand, ...] | list[RulesCommand],
                     f"{'' if have == 1 else 's'}",
                     f"list them with `ipdbg rules -t {t} -L {cmd.chain} --line-numbers`")
 
-        def checked_remove(name: str, st: ChainState, n: int) -> list[tuple[int, str, str | None]]:
-            """Lines removing the rule at line n after checking it; returns the
-            identical rules before it that were removed too (to put back)."""
-            nonlocal nchk
-            spec = st.rules[n - 1]
-            if spec is None or not st.exact:
-                # added earlier in this batch, or after an edit we cannot follow:
-                # its position is fixed by the batch itself
-                emit(f"-D {name} {n}")
-                return []
-            dupes = [i for i in range(n - 1) if st.rules[i] == spec]
-            steps = dupes + [n - 1]
-            removed = 0
-            for p0 in steps:
-                pos = p0 - removed + 1
-                chk = f"IPDBG-{tag}-{nchk}"[:28]
-                nchk += 1
-                emit(f"-N {chk}", "check")
-                emit(f"-I {name} {pos} -j {chk}", "check")
-                emit(f"-I {name} {pos + 2} -j {chk}", "check")
-                emit(f"-D {name} {spec}", "check")
-                emit(f"-D {name} {pos}", "check")
-                emit(f"-D {name} {pos}", "check")
-                emit(f"-X {chk}", "check")
-                removed += 1
-            return [(i, st.rules[i], st.counters[i]) for i in dupes]
+        def plan(name: str) -> _Plan:
+            key = (t, name)
+            if key not in plans:
+                plans[key] = _Plan(t, name, chain_of(name))
+            return plans[key]
 
-        def put_back(name: str, dupes) -> None:
-            for i, spec, counters in dupes:
-                prefix = f"{counters} " if counters else ""
-                emit(f"{prefix}-I {name} {i + 1} {spec}", "check")
+        def flush(_name: str | None = None) -> None:
+            """Emit the pending rule edits of every chain of t: a chain command may
+            depend on them (-X Y after deleting the rule that jumps to Y)."""
+            nonlocal nchk
+            for key in [k for k in plans if k[0] == t]:
+                nchk = plans.pop(key).emit(lines, tag, nchk)
 
         a = cmd.action
         spec_text = format_rule_tokens(cmd.rule) if cmd.rule else ""
-        if a == "append":
-            st = chain_of(cmd.chain)
-            emit(f"-A {cmd.chain} {spec_text}")
-            st.rules.append(None)
-            st.counters.append(None)
-            summary.append(f"append to {t}/{cmd.chain} at line {len(st.rules)}: {spec_text}")
-        elif a == "insert":
-            st = chain_of(cmd.chain)
-            n = cmd.line or 1
-            line_in_range(st, n, extra=1)
-            emit(f"-I {cmd.chain} {n} {spec_text}")
-            st.rules.insert(n - 1, None)
-            st.counters.insert(n - 1, None)
-            summary.append(f"insert into {t}/{cmd.chain} at line {n}: {spec_text}")
-        elif a == "replace":
-            st = chain_of(cmd.chain)
-            n = cmd.line
-            line_in_range(st, n)
-            old = st.rules[n - 1]
-            dupes = checked_remove(cmd.chain, st, n)
-            emit(f"-I {cmd.chain} {n - len(dupes)} {spec_text}")
-            put_back(cmd.chain, dupes)
-            st.rules[n - 1] = None
-            st.counters[n - 1] = None
-            summary.append(f"replace {t}/{cmd.chain} line {n} "
-                           f"({'-A ' + cmd.chain + ' ' + old if old else 'a rule added in this batch'})"
-                           f" with: {spec_text}")
-        elif a == "delete":
-            st = chain_of(cmd.chain)
-            if cmd.line is not None:
-                n = cmd.line
-                line_in_range(st, n)
-                old = st.rules[n - 1]
-                dupes = checked_remove(cmd.chain, st, n)
-                put_back(cmd.chain, dupes)
-                del st.rules[n - 1]
-                del st.counters[n - 1]
-                summary.append(f"delete {t}/{cmd.chain} line {n}: "
-                               f"{'-A ' + cmd.chain + ' ' + old if old else '(a rule added in this batch)'}")
+        if a in ("append", "insert", "replace") or a == "delete" and cmd.line is not None:
+            pl = plan(cmd.chain)
+            have = len(pl.items)
+            n = cmd.line or (have + 1 if a == "append" else 1)
+            if n > have + (1 if a in ("append", "insert") else 0):
+                raise UsageError(
+                    f"line {n} is out of range: {t}/{cmd.chain} has {have} rule"
+                    f"{'' if have == 1 else 's'}",
+                    f"list them with `ipdbg rules -t {t} -L {cmd.chain} --line-numbers`")
+            new = ("n", spec_text, ci)
+            if a == "append":
+                pl.items.append(new)
+                summary.append(f"append to {t}/{cmd.chain} at line {n}: {spec_text}")
+            elif a == "insert":
+                pl.items.insert(n - 1, new)
+                summary.append(f"insert into {t}/{cmd.chain} at line {n}: {spec_text}")
             else:
-                emit(f"-D {cmd.chain} {spec_text}")
-                if spec_text in st.rules:  # given exactly as iptables-save writes it
-                    i = st.rules.index(spec_text)
-                    del st.rules[i]
-                    del st.counters[i]
+                old = pl.items[n - 1]
+                if old[0] == "o":
+                    pl.deleted[old[1]] = ci
+                was = pl.describe(old)
+                if a == "replace":
+                    pl.items[n - 1] = new
+                    summary.append(f"replace {t}/{cmd.chain} line {n} ({was}) with: {spec_text}")
                 else:
-                    st.exact = False
-                summary.append(f"delete from {t}/{cmd.chain} the first rule matching: {spec_text}")
+                    del pl.items[n - 1]
+                    summary.append(f"delete {t}/{cmd.chain} line {n}: {was}")
+        elif a == "delete":  # by spec: iptables picks the first match
+            flush(cmd.chain)
+            st = chain_of(cmd.chain)
+            emit(f"-D {cmd.chain} {spec_text}")
+            if spec_text in st.rules:  # given exactly as iptables-save writes it
+                i = st.rules.index(spec_text)
+                del st.rules[i]
+                del st.counters[i]
+            else:
+                st.exact = False
+            summary.append(f"delete from {t}/{cmd.chain} the first rule matching: {spec_text}")
         elif a == "new_chain":
+            flush()
             if cmd.chain in ts.chains:
                 raise UsageError(f"chain {cmd.chain!r} already exists in {_where(cmd, backend)}",
                                  "pick another name, or use it as it is")
@@ -290,6 +263,7 @@ def format_batch(commands: tuple[RulesCommand, ...] | list[RulesCommand],
             ts.chains[cmd.chain] = ChainState(None)
             summary.append(f"create chain {t}/{cmd.chain}")
         elif a == "delete_chain":
+            flush(cmd.chain)
             if cmd.chain is None:
                 emit("-X")
                 for name in [c for c, s in ts.chains.items() if s.policy is None]:
@@ -304,6 +278,7 @@ def format_batch(commands: tuple[RulesCommand, ...] | list[RulesCommand],
                 del ts.chains[cmd.chain]
                 summary.append(f"delete chain {t}/{cmd.chain}")
         elif a == "flush":
+            flush(cmd.chain)
             if cmd.chain is None:
                 emit("-F")
                 for st in ts.chains.values():
@@ -319,6 +294,7 @@ def format_batch(commands: tuple[RulesCommand, ...] | list[RulesCommand],
                 st.exact = True
                 summary.append(f"flush {t}/{cmd.chain}")
         elif a == "zero":
+            flush(cmd.chain)
             if cmd.chain is None:
                 emit("-Z")
                 summary.append(f"zero the counters of table {t}")
@@ -332,6 +308,7 @@ def format_batch(commands: tuple[RulesCommand, ...] | list[RulesCommand],
                     emit(f"-Z {cmd.chain}")
                     summary.append(f"zero the counters of {t}/{cmd.chain}")
         elif a == "policy":
+            flush()
             st = chain_of(cmd.chain)
             if st.policy is None:
                 raise UsageError(f"{cmd.chain} is a user-defined chain: only built-in chains have a policy",
@@ -340,6 +317,7 @@ def format_batch(commands: tuple[RulesCommand, ...] | list[RulesCommand],
             st.policy = cmd.target
             summary.append(f"set the policy of {t}/{cmd.chain} to {cmd.target}")
         elif a == "rename_chain":
+            flush(cmd.chain)
             st = chain_of(cmd.chain)
             if st.policy is not None:
                 raise UsageError(f"{cmd.chain} is a built-in chain; it cannot be renamed")
@@ -350,9 +328,86 @@ def format_batch(commands: tuple[RulesCommand, ...] | list[RulesCommand],
             summary.append(f"rename {t}/{cmd.chain} to {cmd.target}")
         else:  # pragma: no cover - argv.py only makes the actions above
             raise UsageError(f"{a.replace('_', ' ')} is not an edit")
+    for (t, name) in list(plans):
+        nchk = plans.pop((t, name)).emit(lines, tag, nchk)
     batch = Batch(lines=lines, tables=order, commands=tuple(commands), summary=summary)
     _policy_after_zero(batch)
     return batch
+
+
+class _Plan:
+    """The rule edits (-A, -I, -R N, -D N) of one chain, applied in one go.
+
+    ``items`` is the chain as the commands so far leave it: ("o", i) is rule i as
+    read, ("n", spec, cmd) a rule this batch adds. Emitting it: first remove every
+    rule read that goes (checked, see the module docstring), then insert the new
+    rules (and identical rules removed only for the check) at their final lines,
+    lowest first. iptables-nft-restore 1.8.9 places -I N by the handle of the rule
+    now at line N, so that rule must be one that exists in the kernel: inserting
+    lowest line first guarantees it (everything above is final, everything at or
+    below is a rule read, or the end of the chain, where -A is used).
+    """
+
+    def __init__(self, table: str, chain: str, st: ChainState):
+        self.table, self.chain, self.st = table, chain, st
+        self.items: list[tuple] = [("o", i) for i in range(len(st.rules))]
+        self.deleted: dict[int, int] = {}  # rule index as read -> command index
+
+    def describe(self, item) -> str:
+        if item[0] == "o" and self.st.rules[item[1]] is not None:
+            return f"-A {self.chain} {self.st.rules[item[1]]}"
+        return "a rule added earlier in this batch"
+
+    def emit(self, lines: list[BatchLine], tag: str, nchk: int) -> int:
+        st, name, t = self.st, self.chain, self.table
+        known = st.exact and all(st.rules[i] is not None for i in self.deleted)
+        removed: dict[int, int] = {}  # index as read -> command index (for errors)
+        if known:
+            # to delete rule i by its text, the identical rules above it go first
+            for i, ci in self.deleted.items():
+                removed[i] = min(ci, removed.get(i, ci))
+                for j in range(i):
+                    if st.rules[j] == st.rules[i] and j not in removed:
+                        removed[j] = ci
+            gone = 0
+            for i in sorted(removed):
+                pos = i - gone + 1
+                chk = f"IPDBG-{tag}-{nchk}"[:28]
+                nchk += 1
+                ci = removed[i]
+                for text in (f"-N {chk}", f"-I {name} {pos} -j {chk}",
+                             f"-I {name} {pos + 2} -j {chk}", f"-D {name} {st.rules[i]}",
+                             f"-D {name} {pos}", f"-D {name} {pos}", f"-X {chk}"):
+                    lines.append(BatchLine(t, text, ci, "check"))
+                gone += 1
+        else:
+            # after an edit we cannot follow (-D by spec that did not match a rule
+            # read as text): positions only, highest first so none moves
+            for i in sorted(self.deleted, reverse=True):
+                lines.append(BatchLine(t, f"-D {name} {i + 1}", self.deleted[i], "user"))
+                removed[i] = self.deleted[i]
+        length = len(st.rules) - len(removed)
+        for q, item in enumerate(self.items, 1):
+            if item[0] == "o" and item[1] not in removed:
+                continue  # still in place
+            if item[0] == "o":
+                i = item[1]
+                text = (f"{st.counters[i]} " if st.counters[i] else "") + "%s " + st.rules[i]
+                ci, role = removed[i], "check"
+            else:
+                text, ci, role = "%s " + item[1], item[2], "user"
+            op = f"-A {name}" if q == length + 1 else f"-I {name} {q}"
+            if text.startswith("["):
+                counters, rest = text.split(" ", 1)
+                line = f"{counters} {rest % op}"
+            else:
+                line = text % op
+            lines.append(BatchLine(t, line, ci, role))
+            length += 1
+        # the chain as the batch leaves it
+        st.rules[:] = [st.rules[it[1]] if it[0] == "o" else None for it in self.items]
+        st.counters[:] = [st.counters[it[1]] if it[0] == "o" else None for it in self.items]
+        return nchk
 
 
 def _policy_after_zero(batch: Batch) -> None:

@@ -34,8 +34,12 @@ class RestoreFailed(Exception):
 
 
 def simulate(batch_text, chains):
-    """Apply a restore batch to {chain: [spec, ...]} like iptables-restore would."""
-    chains = {k: list(v) for k, v in chains.items()}
+    """Apply a restore batch to {chain: [spec, ...]} like iptables-nft-restore would.
+
+    Like iptables-nft-restore 1.8.9, -I N fails when the rule at line N was added by
+    the same batch (it is placed by that rule's kernel handle, which it lacks yet).
+    """
+    chains = {k: [(r, False) for r in v] for k, v in chains.items()}
     for raw in batch_text.splitlines():
         if raw.startswith(("*", "COMMIT")):
             continue
@@ -47,32 +51,38 @@ def simulate(batch_text, chains):
                 raise RestoreFailed(raw)
             chains[chain] = []
             continue
+        if op == "-F":
+            chains[chain] = []
+            continue
         if op == "-X":
-            if any(r == f"-j {chain}" for rs in chains.values() for r in rs) or chains.get(chain):
+            if any(r == f"-j {chain}" for rs in chains.values() for r, _ in rs) or chains.get(chain):
                 raise RestoreFailed(raw)  # EBUSY / ENOTEMPTY
             del chains[chain]
             continue
         rules = chains[chain]
         first, _, spec = arg.partition(" ")
         if op == "-A":
-            rules.append(arg)
+            rules.append((arg, True))
         elif op == "-I":
             n = int(first)
             if n > len(rules) + 1:
                 raise RestoreFailed(raw)
-            rules.insert(n - 1, spec)
+            if n <= len(rules) and rules[n - 1][1]:
+                raise RestoreFailed(raw + "  (RULE_INSERT: no handle)")
+            rules.insert(n - 1, (spec, True))
         elif op == "-D" and first.isdigit() and not spec:
             n = int(first)
             if n > len(rules):
                 raise RestoreFailed(raw)
             del rules[n - 1]
         elif op == "-D":
-            if arg not in rules:
+            specs = [r for r, _ in rules]
+            if arg not in specs:
                 raise RestoreFailed(raw)
-            rules.remove(arg)  # the first match, like iptables
+            del rules[specs.index(arg)]  # the first match, like iptables
         else:
             raise AssertionError(f"not modelled: {raw}")
-    return chains
+    return {k: [r for r, _ in v] for k, v in chains.items()}
 
 
 def test_index_reads_the_recorded_save():
@@ -87,7 +97,21 @@ def test_index_reads_the_recorded_save():
 def test_append_and_insert_are_plain_lines():
     b = batch_for("-A INPUT -p tcp --dport 443 -j ACCEPT", "-I OUTPUT 2 -d 10.0.0.9 -j DROP")
     assert b.format() == ("*filter\n-A INPUT -p tcp --dport 443 -j ACCEPT\n"
-                          "-I OUTPUT 2 -d 10.0.0.9 -j DROP\nCOMMIT\n")
+                          "-A OUTPUT -d 10.0.0.9 -j DROP\nCOMMIT\n")  # line 2 of 1 rule: the end
+
+
+def test_new_rules_are_placed_by_rules_that_exist():
+    """iptables-nft-restore places -I N by the rule now at line N, which must not be
+    one added by the same batch: new rules go in lowest line first."""
+    b = batch_for("-A INPUT -s 10.0.0.50 -j ACCEPT", "-I INPUT 7 -s 10.0.0.51 -j ACCEPT",
+                  "-I INPUT 2 -s 10.0.0.52 -j ACCEPT", "-I INPUT 1 -s 10.0.0.53 -j ACCEPT")
+    assert b.format().splitlines()[1:-1] == [
+        "-I INPUT 1 -s 10.0.0.53 -j ACCEPT", "-I INPUT 3 -s 10.0.0.52 -j ACCEPT",
+        "-A INPUT -s 10.0.0.51 -j ACCEPT", "-A INPUT -s 10.0.0.50 -j ACCEPT"]
+    got = simulate(b.format(), _input())["INPUT"]
+    read = _input()["INPUT"]
+    assert got == (["-s 10.0.0.53 -j ACCEPT", read[0], "-s 10.0.0.52 -j ACCEPT"] + read[1:] +
+                   ["-s 10.0.0.51 -j ACCEPT", "-s 10.0.0.50 -j ACCEPT"])
 
 
 def test_delete_by_line_names_the_rule_and_checks_its_place():
@@ -163,13 +187,54 @@ def test_duplicates_before_the_line_are_checked_and_put_back_with_counters():
 
 def test_batch_follows_positions_of_earlier_commands():
     b = batch_for("-I INPUT 1 -j ACCEPT", "-D INPUT 1", "-D INPUT 1")
-    lines = b.format().splitlines()
-    # the first -D removes the rule this batch inserted: by position, nothing to check
-    assert lines[2] == "-D INPUT 1"
+    text = b.format()
+    # the first -D removes the rule this batch inserted: the two cancel out
+    assert "-j ACCEPT\n" not in text.replace("-i lo -j ACCEPT\n", "")
     # the second removes the rule read at line 1 (-i lo), checked
-    assert "-D INPUT -i lo -j ACCEPT" in lines
-    got = simulate(b.format(), _input())["INPUT"]
-    assert got == _input()["INPUT"][1:]
+    assert "-D INPUT -i lo -j ACCEPT" in text
+    assert simulate(text, _input())["INPUT"] == _input()["INPUT"][1:]
+
+
+def _sequential(cmds_, rules):
+    """What running the commands one by one (iptables) does to the chain."""
+    rules = list(rules)
+    for c in cmds_:
+        spec = " ".join(c.rule)
+        n = c.line
+        if c.action == "append":
+            rules.append(spec)
+        elif c.action == "insert":
+            rules.insert((n or 1) - 1, spec)
+        elif c.action == "replace":
+            rules[n - 1] = spec
+        elif c.action == "delete":
+            del rules[n - 1]
+    return rules
+
+
+def test_many_mixed_edits_equal_running_them_one_by_one():
+    import random
+
+    rnd = random.Random(3)
+    for trial in range(40):
+        size, lines = 6, []
+        for i in range(rnd.randint(1, 30)):
+            kind = rnd.choice("AIRD") if size else rnd.choice("AI")
+            if kind == "A":
+                lines.append(f"-A INPUT -s 10.1.{trial}.{i} -j ACCEPT")
+                size += 1
+            elif kind == "I":
+                lines.append(f"-I INPUT {rnd.randint(1, size + 1)} -s 10.2.{trial}.{i} -j ACCEPT")
+                size += 1
+            elif kind == "R":
+                lines.append(f"-R INPUT {rnd.randint(1, size)} -s 10.3.{trial}.{i} -j DROP")
+            else:
+                lines.append(f"-D INPUT {rnd.randint(1, size)}")
+                size -= 1
+        c = cmds(*lines)
+        b = format_batch(c, parse_save_index(SAVE), tag="T")
+        got = simulate(b.format(), _input())["INPUT"]
+        assert got == _sequential(c, _input()["INPUT"]), lines
 
 
 def test_line_out_of_range_is_usage_error():
@@ -197,6 +262,12 @@ def test_chain_commands():
                           "-E NEW NEWER\n-P INPUT DROP\nCOMMIT\n")
 
 
+def test_chain_commands_come_after_the_rule_edits_before_them():
+    b = batch_for("-D INPUT 6", "-F LOGDROP", "-X LOGDROP")
+    got = simulate(b.format(), {"INPUT": _input()["INPUT"], "LOGDROP": ["-j DROP"]})
+    assert got == {"INPUT": _input()["INPUT"][:5]}
+
+
 def test_tables_missing_from_the_save_have_their_builtin_chains():
     b = batch_for("-t nat -A POSTROUTING -o eth0 -j MASQUERADE")
     assert b.format() == "*nat\n-A POSTROUTING -o eth0 -j MASQUERADE\nCOMMIT\n"
@@ -204,10 +275,9 @@ def test_tables_missing_from_the_save_have_their_builtin_chains():
 
 def test_restore_line_numbers_map_to_commands():
     b = batch_for("-A INPUT -j ACCEPT", "-t nat -A OUTPUT -j ACCEPT", "-D INPUT 1")
-    # *filter(1) -A(2) then the check lines of -D ... COMMIT, *nat, -A OUTPUT
+    # *filter(1), the check lines of -D INPUT 1 (2-8), -A INPUT (9), COMMIT, *nat, -A OUTPUT
     assert b.line_at(1) is None
-    assert b.line_at(2).cmd == 0 and b.line_at(2).role == "user"
-    assert b.line_at(3).cmd == 2 and b.line_at(3).role == "check"
-    n_filter = 2 + sum(1 for bl in b.lines if bl.table == "filter")
-    assert b.line_at(n_filter) is None  # COMMIT
-    assert b.line_at(n_filter + 2).cmd == 1
+    assert b.line_at(2).cmd == 2 and b.line_at(2).role == "check"
+    assert b.line_at(9).cmd == 0 and b.line_at(9).role == "user"
+    assert b.line_at(10) is None and b.line_at(11) is None  # COMMIT, *nat
+    assert b.line_at(12).cmd == 1
