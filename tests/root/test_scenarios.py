@@ -87,8 +87,9 @@ expect: {verdict: dropped}
 """
 
 
-def test_sigterm_tears_the_lab_down(tmp_path):
-    # A long scenario, stopped by SIGTERM while its lab exists: every host goes.
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_tears_the_lab_down(tmp_path, sig):
+    # A long scenario, stopped by a signal while its lab exists: every host goes.
     f = tmp_path / "slow.yaml"
     f.write_text(SLOW)
     proc = subprocess.Popen([sys.executable, "-m", "ipdbg.cli", "scenario", "run", str(f)],
@@ -101,7 +102,7 @@ def test_sigterm_tears_the_lab_down(tmp_path):
         time.sleep(0.05)
     assert len(holders) == 2, "the lab was never built"
     time.sleep(1.0)  # inside the traffic/trace phase
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err
     for pid in holders:
