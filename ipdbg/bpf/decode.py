@@ -7,6 +7,7 @@ tests/unit/test_bpf_decode.py checks both sizes against the object's BTF.
 
 from __future__ import annotations
 
+import gc
 import socket
 import struct
 from collections.abc import Callable, Iterable
@@ -89,6 +90,7 @@ class EventDecoder:
         self.symbolize = symbolize
         self._addrs: dict[tuple[int, bytes], str] = {}
         self._syms: dict[int, str] = {}
+        self._comms: dict[bytes, str] = {}
 
     def _addr(self, family: int, raw: bytes) -> str:
         k = (family, raw)
@@ -102,6 +104,8 @@ class EventDecoder:
     def _sym(self, addr: int) -> str:
         s = self._syms.get(addr)
         if s is None:
+            if len(self._syms) > 65536:
+                self._syms.clear()
             s = self._syms[addr] = (self.symbolize(addr) if self.symbolize and addr else "")
         return s
 
@@ -109,29 +113,64 @@ class EventDecoder:
         return self.decode_many((rec,))[0]
 
     def decode_many(self, records: Iterable[bytes]) -> list[DropEvent]:
-        out = []
+        """Decode a batch. This is the per-event hot path of ``ipdbg drops`` (the
+        bench needs 200k events/s), so the frozen dataclasses are filled through
+        their ``__dict__`` instead of their generated ``__init__`` (3x faster; the
+        objects are identical: equality, hashing and repr are unchanged), and the
+        cyclic GC is paused for the batch (these objects hold no cycles)."""
+        out: list[DropEvent] = []
+        append = out.append
         unpack = EVENT.unpack_from
+        new = object.__new__
         kinds = KINDS
         reasons = self.reason_names
-        for rec in records:
-            (ts, skb, loc, pid, netns, ifindex, reason, cpu, ident, seq, sport, dport,
-             kind, family, proto, flags, itype, icode, saddr, daddr, comm) = unpack(rec)
-            kname = kinds.get(kind, str(kind))
-            if family:
-                key = PacketKey(family, proto, self._addr(family, saddr), self._addr(family, daddr),
-                                sport, dport, ident, seq if proto == IPPROTO_TCP else 0)
-            else:
-                key = None
-            is_drop = kind == 1
-            out.append(DropEvent(
-                kname, ts, cpu, skb, pid, comm.split(b"\0", 1)[0].decode(errors="replace"),
-                netns, ifindex, key,
-                tcp_flags=flags if proto == IPPROTO_TCP else 0,
-                reason=reason if is_drop else 0,
-                reason_name=(reasons.get(reason) or f"reason {reason}") if is_drop else "",
-                location=loc, location_sym=self._sym(loc) if loc else "",
-                icmp_type=itype, icmp_code=icode,
-            ))
+        addrs = self._addrs
+        addr = self._addr
+        syms = self._syms
+        comms = self._comms
+        gc_was_on = gc.isenabled()
+        gc.disable()
+        try:
+            for rec in records:
+                (ts, skb, loc, pid, netns, ifindex, reason, cpu, ident, seq, sport, dport,
+                 kind, family, proto, flags, itype, icode, saddr, daddr, comm) = unpack(rec)
+                if family:
+                    key = new(PacketKey)
+                    key.__dict__.update(
+                        family=family, proto=proto,
+                        src=addrs.get((family, saddr)) or addr(family, saddr),
+                        dst=addrs.get((family, daddr)) or addr(family, daddr),
+                        sport=sport, dport=dport, ident=ident,
+                        seq=seq if proto == IPPROTO_TCP else 0)
+                else:
+                    key = None
+                c = comms.get(comm)
+                if c is None:
+                    c = comms[comm] = comm.split(b"\0", 1)[0].decode(errors="replace")
+                ev = new(DropEvent)
+                if kind == 1:
+                    rname = reasons.get(reason)
+                    if rname is None:
+                        rname = f"reason {reason}"
+                    sym = syms.get(loc)
+                    if sym is None:
+                        sym = self._sym(loc)
+                    ev.__dict__.update(
+                        kind="kfree_skb", ts_ns=ts, cpu=cpu, skb=skb, pid=pid, comm=c, netns=netns,
+                        ifindex=ifindex, key=key, tcp_flags=flags if proto == IPPROTO_TCP else 0,
+                        reason=reason, reason_name=rname, location=loc, location_sym=sym,
+                        icmp_type=itype, icmp_code=icode)
+                else:
+                    ev.__dict__.update(
+                        kind=kinds.get(kind, str(kind)), ts_ns=ts, cpu=cpu, skb=skb, pid=pid, comm=c,
+                        netns=netns, ifindex=ifindex, key=key,
+                        tcp_flags=flags if proto == IPPROTO_TCP else 0, reason=0, reason_name="",
+                        location=loc, location_sym=self._sym(loc) if loc else "",
+                        icmp_type=itype, icmp_code=icode)
+                append(ev)
+        finally:
+            if gc_was_on:
+                gc.enable()
         return out
 
 

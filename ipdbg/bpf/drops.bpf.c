@@ -25,6 +25,13 @@ char LICENSE[] SEC("license") = "GPL";
 #define IPPROTO_ICMPV6_ 58
 #define SKB_HDR_UNSET 0xffff /* include/linux/skbuff.h: (typeof(skb->transport_header))~0U */
 
+/* One field through one pointer. tp_btf arguments are typed (BTF) pointers the
+ * verifier lets us load from directly, which costs far less than the
+ * bpf_probe_read_kernel() that BPF_CORE_READ does; raw_tp and classic tracepoint
+ * programs only have untyped pointers. `d` is a constant after inlining, so each
+ * program keeps one arm. CO-RE relocates both (vmlinux.h: preserve_access_index). */
+#define RD(d, p, path) ((d) ? (p)->path : BPF_CORE_READ(p, path))
+
 const volatile struct drops_config cfg = {};
 
 /* Emitted so the event struct is in the object's BTF (the decoder test reads it). */
@@ -43,7 +50,7 @@ struct {
 	__type(value, __u64);
 } lost SEC(".maps");
 
-static __always_inline __u32 read_net_inum(struct net *net)
+static __always_inline __u32 read_net_inum(struct net *net, const int d)
 {
 	if (!net)
 		return 0;
@@ -51,33 +58,34 @@ static __always_inline __u32 read_net_inum(struct net *net)
 	 * `inum` kept its name, and CO-RE relocates it by name on both layouts. */
 	if (!bpf_core_field_exists(net->ns.inum))
 		return 0;
-	return BPF_CORE_READ(net, ns.inum);
+	return RD(d, net, ns.inum);
 }
 
 /* netns of an skb: its device, else its socket, else its route's device
  * (kernel-notes.md, "Drop reasons": dev is NULL on OUTPUT before the route). */
-static __always_inline __u32 skb_netns(struct sk_buff *skb, struct net_device *dev)
+static __always_inline __u32 skb_netns(struct sk_buff *skb, struct net_device *dev, const int d)
 {
 	__u32 inum = 0;
 
 	if (dev)
-		inum = read_net_inum(BPF_CORE_READ(dev, nd_net.net));
+		inum = read_net_inum(RD(d, dev, nd_net.net), d);
 	if (!inum) {
-		struct sock *sk = BPF_CORE_READ(skb, sk);
+		struct sock *sk = RD(d, skb, sk);
 
 		if (sk)
-			inum = read_net_inum(BPF_CORE_READ(sk, __sk_common.skc_net.net));
+			inum = read_net_inum(RD(d, sk, __sk_common.skc_net.net), d);
 	}
 	if (!inum) {
 		/* include/linux/skbuff.h: SKB_DST_NOREF is bit 0 of _skb_refdst */
-		unsigned long refdst = BPF_CORE_READ(skb, _skb_refdst);
+		unsigned long refdst = RD(d, skb, _skb_refdst);
 		struct dst_entry *dst = (struct dst_entry *)(refdst & ~1UL);
 
 		if (dst) {
 			struct net_device *ddev = BPF_CORE_READ(dst, dev);
 
+			/* from an integer: not a typed pointer, read it the slow way */
 			if (ddev)
-				inum = read_net_inum(BPF_CORE_READ(ddev, nd_net.net));
+				inum = read_net_inum(BPF_CORE_READ(ddev, nd_net.net), 0);
 		}
 	}
 	return inum;
@@ -159,6 +167,24 @@ static __always_inline int match_reason(__u32 reason)
 	return 0;
 }
 
+/* L4 fields from bytes already read (TCP: ports, seq, flags at 13; UDP: ports;
+ * ICMP/ICMPv6 echo: id and sequence at 4 and 6). */
+static __always_inline void parse_l4(const __u8 *b, struct drop_event *e)
+{
+	if (e->proto == IPPROTO_TCP_) {
+		e->sport = ((__u16)b[0] << 8) | b[1];
+		e->dport = ((__u16)b[2] << 8) | b[3];
+		e->seq = ((__u32)b[4] << 24) | ((__u32)b[5] << 16) | ((__u32)b[6] << 8) | b[7];
+		e->tcp_flags = b[13];
+	} else if (e->proto == IPPROTO_UDP_) {
+		e->sport = ((__u16)b[0] << 8) | b[1];
+		e->dport = ((__u16)b[2] << 8) | b[3];
+	} else if (e->proto == IPPROTO_ICMP_ || e->proto == IPPROTO_ICMPV6_) {
+		e->sport = ((__u16)b[4] << 8) | b[5];
+		e->dport = ((__u16)b[6] << 8) | b[7];
+	}
+}
+
 static __always_inline void read_l4(unsigned char *l4, struct drop_event *e)
 {
 	if (e->proto == IPPROTO_TCP_) {
@@ -193,14 +219,14 @@ static __always_inline void read_l4(unsigned char *l4, struct drop_event *e)
  * when network_header is still 0. Take the tuple from the socket and the rest
  * from the transport header when the protocol set it. */
 static __always_inline void read_from_sock(struct sk_buff *skb, unsigned char *head, __u16 th,
-					   struct drop_event *e)
+					   struct drop_event *e, const int d)
 {
-	struct sock *sk = BPF_CORE_READ(skb, sk);
+	struct sock *sk = RD(d, skb, sk);
 	__u16 family;
 
 	if (!sk)
 		return;
-	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	family = RD(d, sk, __sk_common.skc_family);
 	if (family == 2 /* AF_INET */) {
 		e->family = 4;
 		bpf_core_read(e->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
@@ -213,60 +239,98 @@ static __always_inline void read_from_sock(struct sk_buff *skb, unsigned char *h
 		return;
 	}
 	e->proto = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol); /* a bitfield before 5.6 */
-	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	e->sport = RD(d, sk, __sk_common.skc_num);
+	e->dport = bpf_ntohs(RD(d, sk, __sk_common.skc_dport));
 	if (th != SKB_HDR_UNSET)
 		read_l4(head + th, e);
 }
 
-/* Addresses, protocol, ports, id/flow label, TCP flags and seq from skb->head. */
-static __always_inline void read_headers(struct sk_buff *skb, struct drop_event *e)
+/* The L4 bytes we use: TCP up to the flags (14), UDP ports (4), ICMP echo (8). */
+#define L4_BYTES 16
+
+/* Addresses, protocol, ports, id/flow label, TCP flags and seq from skb->head.
+ * tp_btf (d): skb->head is a typed pointer and 6.18's verifier lets us load
+ * through it (fault-safe PROBE_MEM loads), so the header is read in place.
+ * Where a kernel refuses that, the tp_btf load fails and the raw_tp flavour,
+ * which copies the header out with one bpf_probe_read_kernel, takes over. */
+static __always_inline void read_headers(struct sk_buff *skb, struct drop_event *e, const int d)
 {
-	unsigned char *head = BPF_CORE_READ(skb, head);
-	__u16 nh = BPF_CORE_READ(skb, network_header);
-	__u16 th = BPF_CORE_READ(skb, transport_header);
-	__u16 proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
+	unsigned char *head = RD(d, skb, head);
+	__u16 nh = RD(d, skb, network_header);
+	__u16 th = RD(d, skb, transport_header);
+	__u16 proto = bpf_ntohs(RD(d, skb, protocol));
+	union {
+		struct { struct iphdr ip; __u8 l4[L4_BYTES]; } v4;
+		struct { struct ipv6hdr ip; __u8 l4[L4_BYTES]; } v6;
+	} h;
+	const __u8 *p;
 	unsigned char *l4;
 
 	if (!head)
 		return;
 	if (proto == 0) {
-		read_from_sock(skb, head, th, e);
+		read_from_sock(skb, head, th, e, d);
 		return;
 	}
 	if (nh == SKB_HDR_UNSET)
 		return;
 	if (proto == ETH_P_IP) {
-		struct iphdr iph;
+		const struct iphdr *ip;
+		__u8 ihl;
 
-		if (bpf_probe_read_kernel(&iph, sizeof(iph), head + nh) || iph.version != 4)
+		if (d) {
+			p = head + nh;
+		} else {
+			if (bpf_probe_read_kernel(&h.v4, sizeof(h.v4), head + nh))
+				return;
+			p = (const __u8 *)&h.v4;
+		}
+		ip = (const struct iphdr *)p;
+		if ((p[0] >> 4) != 4)
 			return;
+		ihl = p[0] & 0x0f;
 		e->family = 4;
-		e->proto = iph.protocol;
-		e->ident = bpf_ntohs(iph.id);
-		__builtin_memcpy(e->saddr, &iph.saddr, 4);
-		__builtin_memcpy(e->daddr, &iph.daddr, 4);
-		if (iph.frag_off & bpf_htons(0x1fff)) /* not the first fragment: no L4 header */
+		e->proto = ip->protocol;
+		e->ident = bpf_ntohs(ip->id);
+		*(__u32 *)e->saddr = ip->saddr;
+		*(__u32 *)e->daddr = ip->daddr;
+		if (ip->frag_off & bpf_htons(0x1fff)) /* not the first fragment: no L4 header */
 			return;
 		/* transport_header is unset on OUTPUT until ip_output sets it: the
 		 * IPv4 header length is always right. */
-		l4 = head + nh + iph.ihl * 4;
+		if (d || ihl == 5) {
+			parse_l4(p + ihl * 4, e);
+			return;
+		}
+		l4 = head + nh + ihl * 4;
 	} else if (proto == ETH_P_IPV6) {
-		struct ipv6hdr ip6;
+		const struct ipv6hdr *ip6;
 
-		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh) || ip6.version != 6)
+		if (d) {
+			p = head + nh;
+		} else {
+			if (bpf_probe_read_kernel(&h.v6, sizeof(h.v6), head + nh))
+				return;
+			p = (const __u8 *)&h.v6;
+		}
+		ip6 = (const struct ipv6hdr *)p;
+		if ((p[0] >> 4) != 6)
 			return;
 		e->family = 6;
-		e->proto = ip6.nexthdr;
-		e->ident = ((__u32)(ip6.flow_lbl[0] & 0x0f) << 16) | ((__u32)ip6.flow_lbl[1] << 8) |
-			   ip6.flow_lbl[2];
-		__builtin_memcpy(e->saddr, &ip6.saddr, 16);
-		__builtin_memcpy(e->daddr, &ip6.daddr, 16);
+		e->proto = ip6->nexthdr;
+		e->ident = ((__u32)(p[1] & 0x0f) << 16) | ((__u32)p[2] << 8) | p[3];
+		__builtin_memcpy(e->saddr, &ip6->saddr, 16);
+		__builtin_memcpy(e->daddr, &ip6->daddr, 16);
 		/* Extension headers: trust transport_header when the stack set it. */
-		if (th != SKB_HDR_UNSET && th > nh + sizeof(ip6))
-			l4 = head + th;
-		else
-			l4 = head + nh + sizeof(ip6);
+		if (th == SKB_HDR_UNSET || th <= nh + sizeof(struct ipv6hdr)) {
+			parse_l4(p + sizeof(struct ipv6hdr), e);
+			return;
+		}
+		l4 = head + th;
+		if (d) {
+			parse_l4(l4, e);
+			return;
+		}
 	} else {
 		return;
 	}
@@ -274,7 +338,7 @@ static __always_inline void read_headers(struct sk_buff *skb, struct drop_event 
 }
 
 static __always_inline int handle(struct sk_buff *skb, __u8 kind, __u64 location, __u32 reason,
-				  int icmp_type, int icmp_code)
+				  int icmp_type, int icmp_code, const int d)
 {
 	struct drop_event ev = {};
 	struct net_device *dev;
@@ -283,15 +347,20 @@ static __always_inline int handle(struct sk_buff *skb, __u8 kind, __u64 location
 
 	if (!skb)
 		return 0;
+	/* cheapest tests first: a filtered-out drop should cost next to nothing */
 	if (kind == DROP_KIND_KFREE_SKB && !match_reason(reason))
 		return 0;
-	dev = BPF_CORE_READ(skb, dev);
-	ev.netns = skb_netns(skb, dev);
-	if (!match_netns(ev.netns))
-		return 0;
-	read_headers(skb, &ev);
+	dev = RD(d, skb, dev);
+	if (cfg.n_netns) {
+		ev.netns = skb_netns(skb, dev, d);
+		if (!match_netns(ev.netns))
+			return 0;
+	}
+	read_headers(skb, &ev, d);
 	if (!match_packet(&ev))
 		return 0;
+	if (!cfg.n_netns)
+		ev.netns = skb_netns(skb, dev, d);
 
 	ev.kind = kind;
 	ev.ts_ns = bpf_ktime_get_ns();
@@ -300,7 +369,7 @@ static __always_inline int handle(struct sk_buff *skb, __u8 kind, __u64 location
 	ev.location = location;
 	ev.reason = reason;
 	ev.pid = bpf_get_current_pid_tgid() >> 32;
-	ev.ifindex = dev ? BPF_CORE_READ(dev, ifindex) : 0;
+	ev.ifindex = dev ? RD(d, dev, ifindex) : 0;
 	ev.icmp_type = icmp_type;
 	ev.icmp_code = icmp_code;
 	bpf_get_current_comm(&ev.comm, sizeof(ev.comm));
@@ -318,13 +387,13 @@ static __always_inline int handle(struct sk_buff *skb, __u8 kind, __u64 location
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(ipdbg_kfree_skb_btf, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
-	return handle(skb, DROP_KIND_KFREE_SKB, (__u64)location, reason, -1, -1);
+	return handle(skb, DROP_KIND_KFREE_SKB, (__u64)location, reason, -1, -1, 1);
 }
 
 SEC("raw_tp/kfree_skb")
 int BPF_PROG(ipdbg_kfree_skb_raw, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
-	return handle(skb, DROP_KIND_KFREE_SKB, (__u64)location, reason, -1, -1);
+	return handle(skb, DROP_KIND_KFREE_SKB, (__u64)location, reason, -1, -1, 0);
 }
 
 SEC("tracepoint/skb/kfree_skb")
@@ -335,7 +404,7 @@ int ipdbg_kfree_skb_tp(struct trace_event_raw_kfree_skb *ctx)
 	if (bpf_core_field_exists(ctx->reason))
 		reason = BPF_CORE_READ(ctx, reason);
 	return handle(BPF_CORE_READ(ctx, skbaddr), DROP_KIND_KFREE_SKB,
-		      (__u64)BPF_CORE_READ(ctx, location), reason, -1, -1);
+		      (__u64)BPF_CORE_READ(ctx, location), reason, -1, -1, 0);
 }
 
 /* icmp:icmp_send, include/trace/events/icmp.h (6.9+): (skb, type, code); skb is
@@ -343,13 +412,13 @@ int ipdbg_kfree_skb_tp(struct trace_event_raw_kfree_skb *ctx)
 SEC("tp_btf/icmp_send")
 int BPF_PROG(ipdbg_icmp_send_btf, struct sk_buff *skb, int type, int code)
 {
-	return handle(skb, DROP_KIND_ICMP_SEND, 0, 0, type, code);
+	return handle(skb, DROP_KIND_ICMP_SEND, 0, 0, type, code, 1);
 }
 
 SEC("raw_tp/icmp_send")
 int BPF_PROG(ipdbg_icmp_send_raw, struct sk_buff *skb, int type, int code)
 {
-	return handle(skb, DROP_KIND_ICMP_SEND, 0, 0, type, code);
+	return handle(skb, DROP_KIND_ICMP_SEND, 0, 0, type, code, 0);
 }
 
 /* tcp:tcp_send_reset, include/trace/events/tcp.h: (sk, skb) and from 6.10
@@ -358,11 +427,11 @@ int BPF_PROG(ipdbg_icmp_send_raw, struct sk_buff *skb, int type, int code)
 SEC("tp_btf/tcp_send_reset")
 int BPF_PROG(ipdbg_tcp_send_reset_btf, const struct sock *sk, struct sk_buff *skb)
 {
-	return handle(skb, DROP_KIND_TCP_SEND_RESET, 0, 0, -1, -1);
+	return handle(skb, DROP_KIND_TCP_SEND_RESET, 0, 0, -1, -1, 1);
 }
 
 SEC("raw_tp/tcp_send_reset")
 int BPF_PROG(ipdbg_tcp_send_reset_raw, const struct sock *sk, struct sk_buff *skb)
 {
-	return handle(skb, DROP_KIND_TCP_SEND_RESET, 0, 0, -1, -1);
+	return handle(skb, DROP_KIND_TCP_SEND_RESET, 0, 0, -1, -1, 0);
 }

@@ -82,7 +82,8 @@ def resolve_reasons(names: list[str] | tuple[str, ...], enum_values: dict[str, i
 class DropMonitor:
     def __init__(self, flt: PacketFilter | None = None, netns_inodes: list[int] | None = None,
                  reasons: list[str] | None = None, kinds=ALL_KINDS, debug: bool = False,
-                 tier: str = "tracepoint", ringbuf_bytes: int = DEFAULT_RINGBUF_BYTES):
+                 tier: str = "tracepoint", ringbuf_bytes: int = DEFAULT_RINGBUF_BYTES,
+                 flavours: tuple[str, ...] | None = None):
         self.filter = flt or PacketFilter()
         self.netns_inodes = list(netns_inodes or [])
         reasons = list(reasons or []) + [r for r in self.filter.reasons if r not in (reasons or [])]
@@ -96,6 +97,8 @@ class DropMonitor:
         self.tier = tier
         self.debug = debug
         self.ringbuf_bytes = ringbuf_bytes
+        # which flavours to try, in order (tests force the fallbacks with it)
+        self.flavours = tuple(flavours) if flavours else TIERS[tier]["flavours"]
         self.attached: list[str] = []
         self.skipped: dict[str, str] = {}  # kind -> why it is not attached
         self.links: list[libbpf.Link] = []
@@ -158,7 +161,7 @@ class DropMonitor:
         """Open and load the object with one flavour, trying them in order."""
         tier = TIERS[self.tier]
         failures = []
-        for flavour in tier["flavours"]:
+        for flavour in self.flavours:
             chosen = {s.program: s for s in tier["programs"] if s.flavour == flavour and s.kind in kinds}
             if "kfree_skb" in kinds and not any(s.kind == "kfree_skb" for s in chosen.values()):
                 continue

@@ -115,6 +115,7 @@ class LibbpfLog:
     def __init__(self, keep: int = 400):
         self.keep = keep
         self.lines: list[tuple[int, str]] = []
+        self.total = 0  # messages ever received (marks count these: lines get trimmed)
         self.echo = False
         self._lock = threading.Lock()
         self._cb = PRINT_FN(self._print)
@@ -126,9 +127,10 @@ class LibbpfLog:
             text = buf.value.decode(errors="replace")
             with self._lock:
                 self.lines.append((level, text.rstrip("\n")))
+                self.total += 1
                 del self.lines[:-self.keep]
             if self.echo:
-                sys.stderr.write("libbpf: " + text)
+                sys.stderr.write(text)
         except Exception:  # never raise into C
             pass
         return 0
@@ -139,11 +141,12 @@ class LibbpfLog:
 
     def mark(self) -> int:
         with self._lock:
-            return len(self.lines)
+            return self.total
 
     def warnings_since(self, mark: int) -> list[str]:
         with self._lock:
-            return [t for lvl, t in self.lines[mark:] if lvl == LIBBPF_WARN and t.strip()]
+            new = self.lines[len(self.lines) - min(self.total - mark, len(self.lines)):]
+            return [t for lvl, t in new if lvl == LIBBPF_WARN and t.strip()]
 
 
 LOG = LibbpfLog()
@@ -155,8 +158,8 @@ def _last_warning(mark: int) -> str:
              if "PROG LOAD LOG" not in ln and not ln.startswith(("-- ", "processed "))]
     for ln in reversed(lines):
         if ":" in ln and ("failed" in ln or "error" in ln.lower()):
-            return ln.strip()
-    return lines[-1].strip() if lines else ""
+            return ln.strip().removeprefix("libbpf: ")
+    return lines[-1].strip().removeprefix("libbpf: ") if lines else ""
 
 
 # -- handles -------------------------------------------------------------------

@@ -252,3 +252,31 @@ def test_cli_without_bpf_capabilities_exits_4():
     err = proc.stderr.strip().splitlines()
     assert "CAP_BPF" in err[0] and "CAP_PERFMON" in err[0]
     assert not proc.stdout
+
+
+def test_raw_tp_fallback_sees_the_same_drop(pair):
+    a, b = pair
+    with DropMonitor(build_filter(dst="10.81.0.2:87"), netns_inodes=[b.inode],
+                     flavours=("raw_tp",)) as mon:
+        assert set(mon.attached) == {"raw_tp/kfree_skb", "raw_tp/icmp_send", "raw_tp/tcp_send_reset"}
+        traffic.send_tcp_connect(a.netns, "10.81.0.2", 87)
+        events = collect(mon, lambda ev: drops_to(ev, 87, "NO_SOCKET") and drops_to(ev, 87, kind="tcp_send_reset"))
+    drop = drops_to(events, 87, "NO_SOCKET")[0]
+    assert drop.key.src == "10.81.0.1" and drop.netns == b.inode and drop.tcp_flags == 0x02
+    assert drops_to(events, 87, kind="tcp_send_reset")[0].skb == drop.skb
+
+
+def test_failed_flavour_names_the_step():
+    import os.path
+
+    from ipdbg.errors import KernelError
+
+    if os.path.exists("/sys/kernel/tracing/events/skb/kfree_skb/id") or \
+            os.path.exists("/sys/kernel/debug/tracing/events/skb/kfree_skb/id"):
+        pytest.skip("tracefs is mounted here: the classic tracepoint would attach")
+    with pytest.raises(KernelError) as exc:
+        with DropMonitor(build_filter(dst="203.0.113.1"), flavours=("tracepoint",)):
+            pass
+    # classic tracepoints need tracefs for their id: the attach step fails, with errno text
+    assert "attaching tracepoint/skb/kfree_skb" in exc.value.message
+    assert "ENOENT" in exc.value.message

@@ -16,6 +16,7 @@ import pytest
 
 from ipdbg.bpf import decode
 from ipdbg.bpf.decode import EventDecoder, decode_drop_event, pack_config, parse_reason_names
+from ipdbg.events import DropEvent, PacketKey
 from ipdbg.commands.drops import Summary, format_drop_json, format_drop_text, format_tuple
 from ipdbg.filters import build_filter
 from ipdbg.kallsyms import parse_kallsyms
@@ -41,6 +42,10 @@ def test_recorded_records_decode_to_expected_events():
     for rec in fx["records"]:
         ev = dec.decode(bytes.fromhex(rec["hex"]))
         assert dataclasses.asdict(ev) == rec["expected"]
+        # the fast path builds the same objects as the dataclass constructors
+        exp = dict(rec["expected"], key=PacketKey(**rec["expected"]["key"]))
+        assert ev == DropEvent(**exp) and hash(ev.key) == hash(exp["key"])
+        assert repr(ev) == repr(DropEvent(**exp))
 
 
 def test_batch_decode_equals_one_by_one():

@@ -1,0 +1,218 @@
+"""Speed of the drop monitor (ipdbg drops / DropMonitor), measured side by side.
+
+    .venv/bin/python bench/events.py [--seconds 5] [--rate 250000] [--runs 5]
+
+Needs root. Builds a lab (a -- b), where b drops UDP to ports 5001 (the flood
+ipdbg's filter matches) and 5002 (a flood the filter excludes); the flood comes
+from bench/flood.c (sendmmsg), compiled here with gcc and run inside a.
+
+1. accounting: a paced flood to :5001 with a DropMonitor reading it in this
+   process; received + lost must equal the DROP rule's packet counter (counted
+   by the kernel, independently of BPF), with no loss at the target rate. Then
+   an unpaced flood: losses allowed, but still fully accounted.
+2. overhead: rate of an unpaced flood to :5002 (dropped, excluded by the
+   filter) without and with `ipdbg drops --dst 10.88.0.2:5001` attached;
+   interleaved runs, medians, ratio (target >= 0.95).
+3. accepted traffic: iperf3 TCP a -> b without and with `ipdbg drops` (no
+   filter at all) attached; interleaved, medians, ratio (target >= 0.98).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from ipdbg.bpf.engine import DropMonitor  # noqa: E402
+from ipdbg.filters import build_filter  # noqa: E402
+from ipdbg.lab import Lab  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+A_ADDR, B_ADDR = "10.88.0.1", "10.88.0.2"
+MATCHED, EXCLUDED = 5001, 5002
+
+
+def build_flood(tmp: str) -> str:
+    exe = os.path.join(tmp, "flood")
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", exe, os.path.join(HERE, "flood.c")], check=True)
+    return exe
+
+
+def rule_packets(host, dport: int) -> int:
+    """Packets the kernel dropped with the DROP rule for ``dport`` (its counter)."""
+    out = host.run(["iptables", "-L", "INPUT", "-v", "-x", "-n"]).stdout
+    for line in out.splitlines():
+        if f"dpt:{dport}" in line and "DROP" in line:
+            return int(line.split()[0])
+    raise RuntimeError(f"no DROP rule for {dport}: {out}")
+
+
+def run_flood(host, exe: str, dport: int, seconds: float, rate: int = 0) -> tuple[int, float]:
+    out = host.run([exe, B_ADDR, str(dport), str(seconds), str(rate)], timeout=seconds + 30).stdout
+    m = re.search(r"sent (\d+) seconds ([\d.]+)", out)
+    return int(m.group(1)), float(m.group(2))
+
+
+def accounting(lab, a, b, exe: str, seconds: float, rate: int) -> dict:
+    before = rule_packets(b, MATCHED)
+    flt = build_filter(dst=f"{B_ADDR}:{MATCHED}", proto="udp")
+    received = 0
+    with DropMonitor(flt, netns_inodes=[b.inode]) as mon:
+        flood = a.popen([exe, B_ADDR, str(MATCHED), str(seconds), str(rate)], stdout=subprocess.PIPE,
+                        text=True)
+        first = last = None
+        while True:
+            running = flood.poll() is None
+            evs = mon.poll(100)
+            if evs:
+                now = time.monotonic()
+                first = first or now
+                last = now
+                received += len(evs)
+            elif not running:
+                break
+        out = flood.stdout.read()
+        lost = mon.lost
+    kernel = rule_packets(b, MATCHED) - before
+    m = re.search(r"sent (\d+) seconds ([\d.]+)", out)
+    sent, dur = int(m.group(1)), float(m.group(2))
+    return {"rate_target": rate, "sent": sent, "kernel_drops": kernel, "received": received,
+            "lost": lost, "accounted": received + lost == kernel,
+            "drop_rate": kernel / dur, "received_per_s": received / dur,
+            "consumer_busy_s": (last - first) if first else 0.0}
+
+
+class Attached:
+    """`ipdbg drops ...` running as a subprocess, attached (ready file written)."""
+
+    def __init__(self, args: list[str]):
+        self.args = args
+
+    def __enter__(self):
+        self.tmp = tempfile.mkdtemp(prefix="ipdbg-bench-")
+        ready = os.path.join(self.tmp, "ready")
+        self.proc = subprocess.Popen([sys.executable, "-m", "ipdbg.cli", "drops", *self.args,
+                                      "--ready-file", ready], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(ready):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("ipdbg drops did not start: " + self.proc.stderr.read().decode())
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        os.unlink(os.path.join(self.tmp, "ready"))
+        os.rmdir(self.tmp)
+
+
+def interleaved(measure, attach_args: list[str], runs: int) -> dict:
+    """``runs`` pairs of (without, with ipdbg drops attached), in ABBA order so
+    that drift (other load on the machine) falls on both sides; medians and the
+    median of the per-pair ratios."""
+    base, withi, ratios = [], [], []
+    for i in range(runs):
+        pair = {}
+        for attached in ((False, True) if i % 2 == 0 else (True, False)):
+            if attached:
+                with Attached(attach_args):
+                    pair[True] = measure()
+            else:
+                pair[False] = measure()
+        base.append(pair[False])
+        withi.append(pair[True])
+        ratios.append(pair[True] / pair[False])
+    return {"without": statistics.median(base), "with": statistics.median(withi),
+            "ratio_of_medians": statistics.median(withi) / statistics.median(base),
+            "ratio": statistics.median(ratios), "runs": runs,
+            "all_without": base, "all_with": withi, "pair_ratios": ratios}
+
+
+def overhead_excluded(a, b, exe: str, seconds: float, runs: int) -> dict:
+    def measure():
+        before = rule_packets(b, EXCLUDED)
+        _, dur = run_flood(a, exe, EXCLUDED, seconds)
+        return (rule_packets(b, EXCLUDED) - before) / dur
+
+    return interleaved(measure, ["--dst", f"{B_ADDR}:{MATCHED}", "--netns", b.netns], runs)
+
+
+def iperf(a, seconds: float) -> float:
+    out = a.run(["iperf3", "-c", B_ADDR, "-t", str(seconds), "-J"], timeout=seconds + 30).stdout
+    return json.loads(out)["end"]["sum_received"]["bits_per_second"]
+
+
+def overhead_accepted(a, b, seconds: float, runs: int) -> dict:
+    server = b.popen(["iperf3", "-s", "-B", B_ADDR], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    try:
+        return interleaved(lambda: iperf(a, seconds), [], runs)
+    finally:
+        server.kill()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--rate", type=int, default=250000, help="paced flood rate (packets/s)")
+    ap.add_argument("--runs", type=int, default=10, help="interleaved pairs per overhead measure")
+    ap.add_argument("--pair-seconds", type=float, default=1.0, help="length of one overhead run")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench/events.py needs root (namespaces, BPF)", file=sys.stderr)
+        return 4
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp, Lab(prefix="be") as lab:
+        exe = build_flood(tmp)
+        a, b = lab.add_host("a"), lab.add_host("b")
+        lab.link(a, b, f"{A_ADDR}/24", f"{B_ADDR}/24")
+        for port in (MATCHED, EXCLUDED):
+            b.run(["iptables", "-A", "INPUT", "-p", "udp", "--dport", str(port), "-j", "DROP"])
+        results["accounting_paced"] = accounting(lab, a, b, exe, args.seconds, args.rate)
+        results["accounting_unpaced"] = accounting(lab, a, b, exe, args.seconds, 0)
+        results["overhead_excluded_flood"] = overhead_excluded(a, b, exe, args.pair_seconds, args.runs)
+        results["accepted_tcp_iperf3"] = overhead_accepted(a, b, args.pair_seconds, args.runs)
+    if args.json:
+        print(json.dumps(results, indent=1))
+    print(format_results(results, args))
+    return 0
+
+
+def format_results(r: dict, args) -> str:
+    p, u = r["accounting_paced"], r["accounting_unpaced"]
+    o, t = r["overhead_excluded_flood"], r["accepted_tcp_iperf3"]
+    lines = [
+        f"## drops (bench/events.py, {time.strftime('%Y-%m-%d')}, kernel {os.uname().release}, "
+        f"{os.cpu_count()} CPUs, --seconds {args.seconds:g} --rate {args.rate} --runs {args.runs} --pair-seconds {args.pair_seconds:g})",
+        "",
+        "| measure | value | target |",
+        "|---|---|---|",
+        f"| paced flood, filter matches all: kernel drops/s | {p['drop_rate']:,.0f} | |",
+        f"| paced: events received/s | {p['received_per_s']:,.0f} | >= 200,000 |",
+        f"| paced: received + lost = kernel drops | {p['received']:,} + {p['lost']:,} = {p['kernel_drops']:,}"
+        f" ({'yes' if p['accounted'] else 'NO'}) | equal, lost 0 |",
+        f"| unpaced flood: kernel drops/s | {u['drop_rate']:,.0f} | |",
+        f"| unpaced: received/s, lost | {u['received_per_s']:,.0f}, {u['lost']:,} | |",
+        f"| unpaced: received + lost = kernel drops | {u['received']:,} + {u['lost']:,} = {u['kernel_drops']:,}"
+        f" ({'yes' if u['accounted'] else 'NO'}) | equal |",
+        f"| excluded flood pps, without / with ipdbg drops (medians of {o['runs']} ABBA pairs) | "
+        f"{o['without']:,.0f} / {o['with']:,.0f}; median pair ratio **{o['ratio']:.3f}** | >= 0.95 |",
+        f"| iperf3 TCP bit/s, without / with ipdbg drops (medians of {t['runs']} ABBA pairs) | "
+        f"{t['without'] / 1e9:.2f}G / {t['with'] / 1e9:.2f}G; median pair ratio **{t['ratio']:.3f}** | >= 0.98 |",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
