@@ -97,7 +97,7 @@ def split_packets(evs: list[TraceEvent]) -> list[list[TraceEvent]]:
     """Cut the events of one (netns, trace_id) into packets.
 
     The kernel reuses trace ids: from 5.19 the id hashes the skb's address, its
-    flow hash and iif (nf_tables_trace.c, trace_fill_id), so the next packet of a
+    flow hash and iif (nf_tables_trace.c, nft_trace_init: siphash_3u32), so the next packet of a
     flow often gets the same id once the skb memory is recycled. A new packet
     starts when the first event of a base chain (the one carrying the headers)
     comes for a base chain this packet already went through, after a final
