@@ -644,7 +644,124 @@ def _print_socket(m: Match, ctx: _Ctx) -> str:
     return " socket"
 
 
+_HASHLIMIT_TAIL = (("--hashlimit-htable-size", "htable-size"), ("--hashlimit-htable-max", "htable-max"),
+                   ("--hashlimit-htable-gcinterval", "htable-gcinterval"),
+                   ("--hashlimit-htable-expire", "htable-expire"),
+                   ("--hashlimit-srcmask", "srcmask"), ("--hashlimit-dstmask", "dstmask"))
+
+
+def _print_hashlimit(m: Match, ctx: _Ctx) -> str:
+    """libxt_hashlimit.c hashlimit_mt_print() (revisions 1-3, packet rates only)."""
+    o = {}
+    for opt in m.options:
+        if opt.negated or opt.name in o:
+            raise _unsupported(m, detail=f"option {opt.name}")
+        o[opt.name] = opt
+    known = {"--hashlimit-upto", "--hashlimit-above", "--hashlimit-burst", "--hashlimit-mode",
+             "--hashlimit-name"} | {name for name, _ in _HASHLIMIT_TAIL}
+    if set(o) - known:  # rate-match / rate-interval print a converted rate
+        raise _unsupported(m, detail=f"options {sorted(set(o) - known)}")
+    if "--hashlimit-upto" in o:
+        out = " limit: up to " + _one(o["--hashlimit-upto"])
+    elif "--hashlimit-above" in o:
+        out = " limit: above " + _one(o["--hashlimit-above"])
+    else:
+        raise _unsupported(m, detail="no rate")
+    if "b/s" in out:  # byte rates: print_bytes() differs from the save text
+        raise _unsupported(m, detail="byte rate")
+    out += " burst " + (_one(o["--hashlimit-burst"]) if "--hashlimit-burst" in o else "5")
+    if "--hashlimit-mode" in o:
+        out += " mode " + _one(o["--hashlimit-mode"]).replace(",", "-")
+    for name, word in _HASHLIMIT_TAIL:
+        if name in o:
+            out += f" {word} {_one(o[name])}"
+    return out
+
+
+def _print_connlimit(m: Match, ctx: _Ctx) -> str:
+    """libxt_connlimit.c connlimit_print4/6(): " #conn src/32 > 10"."""
+    o = {opt.name: opt for opt in m.options}
+    if set(o) - {"--connlimit-above", "--connlimit-upto", "--connlimit-mask",
+                 "--connlimit-saddr", "--connlimit-daddr"} or any(x.negated for x in m.options):
+        raise _unsupported(m, detail="options")
+    if "--connlimit-upto" in o:
+        op, limit = "<=", _one(o["--connlimit-upto"])
+    elif "--connlimit-above" in o:
+        op, limit = ">", _one(o["--connlimit-above"])
+    else:
+        raise _unsupported(m, detail="no limit")
+    mask = _one(o["--connlimit-mask"]) if "--connlimit-mask" in o else str(
+        32 if ctx.family == 4 else 128)
+    side = "dst" if "--connlimit-daddr" in o else "src"
+    return f" #conn {side}/{mask} {op} {limit}"
+
+
+def _print_quota(m: Match, ctx: _Ctx) -> str:
+    # libxt_quota.c quota_print() ignores XT_QUOTA_INVERT: "! --quota 5" prints no "!".
+    if len(m.options) != 1 or m.options[0].name != "--quota":
+        raise _unsupported(m, detail="options")
+    return f" quota: {_one(m.options[0])} bytes"
+
+
+def _print_cpu(m: Match, ctx: _Ctx) -> str:
+    if len(m.options) != 1 or m.options[0].name != "--cpu":
+        raise _unsupported(m, detail="options")
+    opt = m.options[0]
+    return f" cpu {'! ' if opt.negated else ''}{_one(opt)}"
+
+
+def _print_connbytes(m: Match, ctx: _Ctx) -> str:
+    o = {opt.name: opt for opt in m.options}
+    if set(o) != {"--connbytes", "--connbytes-mode", "--connbytes-dir"} or \
+            o["--connbytes-mode"].negated or o["--connbytes-dir"].negated:
+        raise _unsupported(m, detail="options")
+    c = o["--connbytes"]
+    return (f"{' !' if c.negated else ''} connbytes {_one(c)} connbytes mode "
+            f"{_one(o['--connbytes-mode'])} connbytes direction {_one(o['--connbytes-dir'])}")
+
+
+def _print_policy(m: Match, ctx: _Ctx) -> str:
+    """libxt_policy.c policy_print() for plain element options (no negation, no tunnel)."""
+    out = [" policy match"]
+    for opt in m.options:
+        if opt.negated:
+            raise _unsupported(m, detail=f"negated {opt.name}")
+        if opt.name in ("--dir", "--pol", "--reqid", "--spi", "--mode"):
+            out.append(f" {opt.name[2:]} {_one(opt)}")
+        elif opt.name == "--strict" and not opt.values:
+            out.append(" strict")
+        elif opt.name == "--proto":
+            val = _one(opt)
+            out.append(f" proto {_proto_number(val, ctx.resolver) if ctx.numeric else val}")
+        else:
+            raise _unsupported(m, detail=f"option {opt.name}")
+    return "".join(out)
+
+
+def _print_ecn(m: Match, ctx: _Ctx) -> str:
+    out = [" ECN match"]
+    for opt in m.options:
+        if opt.negated:
+            raise _unsupported(m, detail=f"negated {opt.name}")
+        if opt.name == "--ecn-tcp-cwr":
+            out.append(" CWR")
+        elif opt.name == "--ecn-tcp-ece":
+            out.append(" ECE")
+        elif opt.name == "--ecn-ip-ect":
+            out.append(f" ECT={_one(opt)}")
+        else:
+            raise _unsupported(m, detail=f"option {opt.name}")
+    return "".join(out)
+
+
 MATCH_PRINTERS = {
+    "hashlimit": _print_hashlimit,
+    "connlimit": _print_connlimit,
+    "quota": _print_quota,
+    "cpu": _print_cpu,
+    "connbytes": _print_connbytes,
+    "policy": _print_policy,
+    "ecn": _print_ecn,
     "tcp": _print_tcp,
     "udp": _make_ports_printer("udp"),
     "sctp": _make_ports_printer("sctp"),

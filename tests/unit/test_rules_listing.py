@@ -26,8 +26,7 @@ RESOLVER = read_files_resolver(RECORDED / "etc")
 
 # Extensions we do not render natively: listing them must raise UnsupportedExtension
 # (the caller then runs the system's iptables -L). Everything else must match.
-FALLBACK = {"connbytes", "connlimit", "cpu", "devgroup", "ecn", "frag", "hashlimit",
-            "ipv6header", "policy", "quota", "rt", "string", "time", "u32"}
+FALLBACK = {"devgroup", "frag", "hashlimit", "ipv6header", "rt", "string", "time", "u32"}
 
 
 def render(ruleset, args: list[str], resolver=RESOLVER) -> str:
