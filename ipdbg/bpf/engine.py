@@ -101,6 +101,7 @@ class DropMonitor:
         self.flavours = tuple(flavours) if flavours else TIERS[tier]["flavours"]
         self.attached: list[str] = []
         self.skipped: dict[str, str] = {}  # kind -> why it is not attached
+        self.load_failures: list[str] = []  # flavours tried before the one that loaded
         self.links: list[libbpf.Link] = []
         self.reason_names: dict[int, str] = {}
         self._stack: ExitStack | None = None
@@ -184,6 +185,7 @@ class DropMonitor:
             except BaseException:
                 obj.close()
                 raise
+            self.load_failures = failures
             self._obj = obj
             self._stack.callback(obj.close)
             self._chosen = list(chosen.values())
@@ -244,3 +246,22 @@ class DropMonitor:
     @property
     def link_ids(self) -> list[int]:
         return [link.id for link in self.links]
+
+
+def read_drop_program_rows(facts=None) -> list[dict]:
+    """`ipdbg doctor` section: load and attach the drop programs (matching nothing),
+    report which attach, then detach. Rows: {"item", "status", "detail"}."""
+    from ..filters import build_filter
+
+    rows = []
+    with DropMonitor(build_filter(dst="203.0.113.255/32", proto="udp")) as mon:
+        for name, link in zip(mon.attached, mon.links):
+            rows.append({"item": name, "status": "ok", "detail": f"attached (link id {link.id})"})
+        for kind, why in mon.skipped.items():
+            rows.append({"item": kind, "status": "missing", "detail": why})
+        for failure in mon.load_failures:
+            flavour, _, why = failure.partition(": ")
+            rows.append({"item": f"{flavour} flavour", "status": "refused", "detail": why})
+        rows.append({"item": "ring buffer", "status": "ok",
+                     "detail": f"{mon.ringbuf_bytes >> 20} MiB, {mon.lost} events lost"})
+    return rows

@@ -38,7 +38,9 @@ class SectionProvider:
 
 
 SECTION_PROVIDERS: list[SectionProvider] = []
-BUILTIN_SECTIONS: list[tuple[str, str]] = []
+BUILTIN_SECTIONS: list[tuple[str, str]] = [
+    ("drop programs (ipdbg drops)", "ipdbg.bpf.engine:read_drop_program_rows"),
+]
 
 
 def register_section(title: str, fn: Callable[[probe.HostFacts], list[dict]]) -> None:

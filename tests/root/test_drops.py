@@ -280,3 +280,13 @@ def test_failed_flavour_names_the_step():
     # classic tracepoints need tracefs for their id: the attach step fails, with errno text
     assert "attaching tracepoint/skb/kfree_skb" in exc.value.message
     assert "ENOENT" in exc.value.message
+
+
+def test_doctor_section_lists_what_attaches():
+    from ipdbg.bpf.engine import read_drop_program_rows
+
+    rows = {r["item"]: r for r in read_drop_program_rows()}
+    for name in ("tp_btf/kfree_skb", "tp_btf/icmp_send", "tp_btf/tcp_send_reset"):
+        assert rows[name]["status"] == "ok" and "link id" in rows[name]["detail"]
+    out = subprocess.run(IPDBG + ["doctor"], capture_output=True, text=True, timeout=120).stdout
+    assert "drop programs (ipdbg drops):" in out and "tp_btf/kfree_skb" in out
