@@ -12,8 +12,9 @@ PY := $(VENV)/bin/python
 #   bpftool                 - regenerates vmlinux.h; `doctor` cross-checks
 #   iproute2 python3-venv   - namespaces/veth for labs and tests; the virtualenv
 #   iperf3                  - throughput in bench/
+#   ipset                   - tests: rulesets with -m set / -j SET need their sets created
 APT_PACKAGES := iptables nftables libnftables1 libbpf1 libbpf-dev clang llvm bpftool \
-                iproute2 iputils-ping python3 python3-venv python3-pip make gcc libc6-dev iperf3 kmod
+                iproute2 iputils-ping python3 python3-venv python3-pip make gcc libc6-dev iperf3 kmod ipset
 
 .PHONY: setup apt venv bpf demo test test-unit test-root bench clean
 

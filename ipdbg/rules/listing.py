@@ -639,9 +639,30 @@ def _print_rpfilter(m: Match, ctx: _Ctx) -> str:
 
 
 def _print_socket(m: Match, ctx: _Ctx) -> str:
-    if m.options:
-        raise _unsupported(m, detail="options")
-    return " socket"
+    """libxt_socket.c: the option names are printed with their dashes."""
+    out = " socket"
+    for opt in m.options:
+        if opt.negated or opt.values or opt.name not in (
+                "--transparent", "--nowildcard", "--restore-skmark"):
+            raise _unsupported(m, detail=f"option {opt.name}")
+        out += " " + opt.name
+    return out
+
+
+_SET_OPTS = {"--match-set", "--return-nomatch", "--update-counters", "--update-subcounters",
+             "--packets-eq", "--packets-lt", "--packets-gt", "--bytes-eq", "--bytes-lt",
+             "--bytes-gt"}
+
+
+def _print_set(m: Match, ctx: _Ctx) -> str:
+    """libxt_set.c set_printv4(): the save text without dashes (" ! match-set S src")."""
+    out = []
+    for opt in m.options:
+        if opt.name not in _SET_OPTS:
+            raise _unsupported(m, detail=f"option {opt.name}")
+        out.append(f"{' !' if opt.negated else ''} {opt.name[2:]}")
+        out.extend(" " + v for v in opt.values)
+    return "".join(out)
 
 
 _HASHLIMIT_TAIL = (("--hashlimit-htable-size", "htable-size"), ("--hashlimit-htable-max", "htable-max"),
@@ -791,6 +812,7 @@ MATCH_PRINTERS = {
     "helper": _print_helper,
     "rpfilter": _print_rpfilter,
     "socket": _print_socket,
+    "set": _print_set,
 }
 
 # ---------------------------------------------------------------- target printers
@@ -1000,7 +1022,73 @@ def _t_nfqueue(parts: RuleParts, ctx: _Ctx) -> str:
     return out
 
 
+def _t_set(parts: RuleParts, ctx: _Ctx) -> str:
+    """libxt_SET.c set_target_print_v*: the save text without dashes."""
+    out = []
+    for opt in parts.target_options:
+        if opt.negated or opt.name not in ("--add-set", "--del-set", "--exist", "--timeout"):
+            raise UnsupportedExtension("target", "SET", f"option {opt.name}")
+        out.append(" " + opt.name[2:])
+        out.extend(" " + v for v in opt.values)
+    return "".join(out)
+
+
+def _t_tproxy(parts: RuleParts, ctx: _Ctx) -> str:
+    o = _opts(parts)
+    _only(parts, o, {"--on-port", "--on-ip", "--tproxy-mark"})
+    if ctx.family != 4 or "--on-port" not in o:
+        raise UnsupportedExtension("target", "TPROXY", "IPv6 or no --on-port")
+    ip = _one(o["--on-ip"]) if "--on-ip" in o else "0.0.0.0"
+    mark, _, mask = (_one(o["--tproxy-mark"]) if "--tproxy-mark" in o else "0x0/0x0").partition("/")
+    mask = mask or "0xffffffff"
+    return (f" TPROXY redirect {ip}:{int(_one(o['--on-port']))} "
+            f"mark 0x{int(mark, 0):x}/0x{int(mask, 0):x}")
+
+
+def _t_tee(parts: RuleParts, ctx: _Ctx) -> str:
+    o = _opts(parts)
+    _only(parts, o, {"--gateway"})
+    return f" TEE gw:{_one(o['--gateway'])}"
+
+
+_TCPOPT_NAMES = {2: "mss", 3: "wscale", 4: "sack-permitted", 5: "sack", 8: "timestamp", 19: "md5"}
+
+
+def _t_tcpoptstrip(parts: RuleParts, ctx: _Ctx) -> str:
+    o = _opts(parts)
+    _only(parts, o, {"--strip-options"})
+    nums = [int(x) for x in _one(o["--strip-options"]).split(",")]
+    if ctx.numeric:
+        return " TCPOPTSTRIP options " + ",".join(map(str, nums))
+    return " TCPOPTSTRIP options " + ",".join(_TCPOPT_NAMES.get(n, str(n)) for n in nums)
+
+
+def _t_ecn(parts: RuleParts, ctx: _Ctx) -> str:
+    o = _opts(parts)
+    _only(parts, o, {"--ecn-tcp-remove"})
+    return " ECN TCP remove"
+
+
+def _t_audit(parts: RuleParts, ctx: _Ctx) -> str:
+    o = _opts(parts)
+    _only(parts, o, {"--type"})
+    return f" AUDIT {_one(o['--type'])}"
+
+
+def _t_idletimer(parts: RuleParts, ctx: _Ctx) -> str:
+    o = _opts(parts)
+    _only(parts, o, {"--timeout", "--label"})
+    return f" timeout:{_one(o['--timeout'])} label:{_one(o['--label'])}"
+
+
 TARGET_PRINTERS = {
+    "SET": _t_set,
+    "TPROXY": _t_tproxy,
+    "TEE": _t_tee,
+    "TCPOPTSTRIP": _t_tcpoptstrip,
+    "ECN": _t_ecn,
+    "AUDIT": _t_audit,
+    "IDLETIMER": _t_idletimer,
     "LOG": _t_log,
     "NFLOG": _t_nflog,
     "REJECT": _t_reject,

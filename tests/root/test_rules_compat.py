@@ -1,7 +1,7 @@
 """ipdbg.rules.listing against the real iptables 1.8.9, both backends, IPv4 and IPv6.
 
 For each ruleset of tests/fixtures/rules/corpus/ and each backend, in a fresh lab
-namespace: load it with ``iptables-<backend>-restore -c``, read it back with
+namespace: create its ipsets (NAME.ipset, if any), load it with ``iptables-<backend>-restore -c``, read it back with
 ``iptables-<backend>-save -c``, parse that with ``parse_save`` and compare our text
 with the real ``iptables -t T -L [CHAIN]`` for all 16 combinations of -n -v -x
 --line-numbers, and ``-S [CHAIN]`` with and without -v, for every table and chain.
@@ -66,7 +66,11 @@ def test_listings_match_iptables(lab, path, backend):
     binary = record.tool(family, backend)
     if not _available(binary):
         pytest.skip(f"{binary} not installed")
-    save, outputs = record.record_one(lab, path.read_text(), family, backend, full=True)
+    ipset = record.ipset_of(path)
+    if ipset and not _available("ipset"):
+        pytest.skip("ipset not installed (make setup)")
+    save, outputs = record.record_one(lab, path.read_text(), family, backend, full=True,
+                                      ipset=ipset)
     ruleset = parse_save(save, family)
     resolver = read_files_resolver()
     mismatches, fallbacks, native = [], set(), 0
