@@ -91,26 +91,33 @@ static __always_inline __u32 skb_netns(struct sk_buff *skb, struct net_device *d
 	return inum;
 }
 
-static __always_inline int match_cidr(const volatile struct drops_cidr *c, const __u8 *addr, int len)
+/* (addr & mask) == net in 32-bit words: 1 word for IPv4, 4 for IPv6. The
+ * addresses in drop_event and drops_config are 4-byte aligned (drops.h). */
+static __always_inline int match_cidr(const volatile struct drops_cidr *c, const __u8 *addr, int words)
 {
-	for (int i = 0; i < 16; i++) {
-		if (i >= len)
+	const __u32 *a = (const __u32 *)addr;
+	const volatile __u32 *net = (const volatile __u32 *)c->net;
+	const volatile __u32 *mask = (const volatile __u32 *)c->mask;
+
+	for (int i = 0; i < 4; i++) {
+		if (i >= words)
 			break;
-		if ((addr[i] & c->mask[i]) != c->net[i])
+		if ((a[i] & mask[i]) != net[i])
 			return 0;
 	}
 	return 1;
 }
 
-static __always_inline int match_dir(const __u8 *s, const __u8 *d, __u16 sport, __u16 dport, int len)
+/* Ports first: the cheapest test, and the one that most often differs. */
+static __always_inline int match_dir(const __u8 *s, const __u8 *d, __u16 sport, __u16 dport, int words)
 {
-	if (cfg.has_src && !match_cidr(&cfg.src, s, len))
-		return 0;
-	if (cfg.has_dst && !match_cidr(&cfg.dst, d, len))
-		return 0;
 	if (cfg.sport && sport != cfg.sport)
 		return 0;
 	if (cfg.dport && dport != cfg.dport)
+		return 0;
+	if (cfg.has_src && !match_cidr(&cfg.src, s, words))
+		return 0;
+	if (cfg.has_dst && !match_cidr(&cfg.dst, d, words))
 		return 0;
 	return 1;
 }
@@ -119,7 +126,7 @@ static __always_inline int match_dir(const __u8 *s, const __u8 *d, __u16 sport, 
 static __always_inline int match_packet(const struct drop_event *e)
 {
 	int any = cfg.has_src || cfg.has_dst || cfg.family || cfg.proto || cfg.sport || cfg.dport;
-	int len;
+	int words;
 
 	if (!any)
 		return 1;
@@ -131,10 +138,10 @@ static __always_inline int match_packet(const struct drop_event *e)
 		return 0;
 	if (cfg.ports_need_l4 && e->proto != IPPROTO_TCP_ && e->proto != IPPROTO_UDP_)
 		return 0;
-	len = e->family == 4 ? 4 : 16;
-	if (match_dir(e->saddr, e->daddr, e->sport, e->dport, len))
+	words = e->family == 4 ? 1 : 4;
+	if (match_dir(e->saddr, e->daddr, e->sport, e->dport, words))
 		return 1;
-	return cfg.both_directions && match_dir(e->daddr, e->saddr, e->dport, e->sport, len);
+	return cfg.both_directions && match_dir(e->daddr, e->saddr, e->dport, e->sport, words);
 }
 
 static __always_inline int match_netns(__u32 inum)
