@@ -6,7 +6,6 @@ CLI), ipdbg.rules.* and the standard library.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -76,10 +75,8 @@ def run(args: list[str], out=None) -> None:
     if inv.batch is not None:
         text = _read_batch(inv.batch)
         cmds = rargv.parse_batch(text, inv)
-        from dataclasses import replace
-        inv = replace(inv, commands=cmds)
+        inv = inv.replace(commands=cmds)
 
-    from ..netns import resolve_netns
     from ..privileges import CAP_NET_ADMIN, CAP_NET_RAW, require_caps
     from ..rules import backend as rb
 
@@ -88,12 +85,22 @@ def run(args: list[str], out=None) -> None:
     # iptables-legacy opens a raw socket for its getsockopt/setsockopt calls.
     caps = [CAP_NET_ADMIN] + ([CAP_NET_RAW] if backend == "legacy" else [])
     require_caps(caps, f"ipdbg rules (iptables-{backend})")
-    netns = resolve_netns(inv.netns)
+    netns = None
+    if inv.netns:
+        from ..netns import resolve_netns
+
+        netns = resolve_netns(inv.netns)
 
     if len(inv.commands) == 1 and inv.commands[0].read_only:
         _list(inv.commands[0], inv, backend, netns, out)
     else:
         _edit(inv, backend, netns, out)
+
+
+def _json(obj, indent=2) -> str:
+    import json  # only for -o json
+
+    return json.dumps(obj, indent=indent)
 
 
 def _read_batch(spec: str) -> str:
@@ -132,7 +139,7 @@ def _list(cmd, inv, backend, netns, out) -> None:
             f"chain {cmd.chain!r} does not exist in table {cmd.table} (IPv{cmd.family}, {backend})",
             f"list the chains with `ipdbg rules -t {cmd.table} -S`")
     if inv.output == "json":
-        out.write(json.dumps(_json_listing(listing, cmd, table, backend), indent=2) + "\n")
+        out.write(_json(_json_listing(listing, cmd, table, backend), indent=2) + "\n")
         return
     try:
         if cmd.action == "list":
@@ -223,7 +230,7 @@ def _edit(inv, backend, netns, out) -> None:
     counters = any(bl.text.startswith("[") for bl in batch.lines)
     if inv.dry_run:
         if inv.output == "json":
-            out.write(json.dumps({"dry_run": True, "backend": backend, "family": family,
+            out.write(_json({"dry_run": True, "backend": backend, "family": family,
                                   "restore_argv": _restore_argv(family, backend, counters),
                                   "batch": batch_text, "summary": batch.summary}, indent=2) + "\n")
         else:
@@ -252,7 +259,7 @@ def _edit(inv, backend, netns, out) -> None:
         _put_back_committed(proc.stderr, batch, family, backend, netns, texts, err)
         raise err
     if inv.output == "json":
-        out.write(json.dumps({"applied": True, "backend": backend, "family": family,
+        out.write(_json({"applied": True, "backend": backend, "family": family,
                               "batch": batch_text, "summary": batch.summary}, indent=2) + "\n")
 
 

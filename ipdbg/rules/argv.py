@@ -13,11 +13,10 @@ after ``-A/-I/-R/-D/-C`` it belongs to the rule. ``--output`` is always ours.
 
 from __future__ import annotations
 
-import ipaddress
-import shlex
-from dataclasses import dataclass, field, replace
-
 from ..errors import UsageError
+
+# Plain classes, not dataclasses: `ipdbg rules -L` imports this module at start-up
+# and a dataclass costs about a millisecond to create.
 
 TABLES = ("filter", "nat", "mangle", "raw", "security")
 BACKENDS = ("auto", "nft", "legacy")
@@ -58,42 +57,67 @@ _PORT_OPTS = {"--dport", "--destination-port", "--sport", "--source-port",
               "--dports", "--destination-ports", "--sports", "--source-ports", "--ports"}
 
 
-@dataclass(frozen=True)
-class RulesCommand:
+class _Record:
+    """A small value object: fields with defaults, equality, repr, ``replace``."""
+
+    _fields: dict = {}
+
+    def __init__(self, **kw):
+        for name, default in self._fields.items():
+            setattr(self, name, kw.pop(name) if name in kw else
+                    (default() if callable(default) else default))
+        if kw:
+            raise TypeError(f"unknown fields {sorted(kw)}")
+
+    def replace(self, **kw):
+        return type(self)(**{**{n: getattr(self, n) for n in self._fields}, **kw})
+
+    def __eq__(self, other):
+        return type(self) is type(other) and all(
+            getattr(self, n) == getattr(other, n) for n in self._fields)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(" + ", ".join(
+            f"{n}={getattr(self, n)!r}" for n in self._fields) + ")"
+
+
+class RulesCommand(_Record):
     """One iptables-style command, validated as far as can be done without the system."""
 
-    action: str  # a value of COMMAND_OPTIONS
-    table: str = "filter"
-    chain: str | None = None
-    line: int | None = None  # -I/-R/-D N, -Z CHAIN N, -L/-S CHAIN N
-    rule: tuple[str, ...] = ()  # the rule spec tokens (-A/-I/-R/-D/-C)
-    target: str | None = None  # -P policy, -E new name
-    family: int = 4
-    numeric: bool = False
-    verbose: bool = False
-    exact: bool = False
-    line_numbers: bool = False
-    text: str = ""  # the argv as given, for messages
+    _fields = {
+        "action": None,  # a value of COMMAND_OPTIONS
+        "table": "filter",
+        "chain": None,
+        "line": None,  # -I/-R/-D N, -Z CHAIN N, -L/-S CHAIN N
+        "rule": (),  # the rule spec tokens (-A/-I/-R/-D)
+        "target": None,  # -P policy, -E new name
+        "family": 4,
+        "numeric": False,
+        "verbose": False,
+        "exact": False,
+        "line_numbers": False,
+        "text": "",  # the argv as given
+    }
 
     @property
     def read_only(self) -> bool:
         return self.action in READ_ONLY
 
 
-@dataclass(frozen=True)
-class Invocation:
+class Invocation(_Record):
     """What the user asked ``ipdbg rules`` to do: commands plus our own options."""
 
-    commands: tuple[RulesCommand, ...]
-    backend: str = "auto"
-    netns: str | None = None
-    output: str = "text"
-    dry_run: bool = False
-    batch: str | None = None  # FILE or "-" (the commands are read later)
-    family: int = 4
-    family_given: bool = False
-    table: str = "filter"
-    extra: dict = field(default_factory=dict)
+    _fields = {
+        "commands": (),
+        "backend": "auto",
+        "netns": None,
+        "output": "text",
+        "dry_run": False,
+        "batch": None,  # FILE or "-" (the commands are read later)
+        "family": 4,
+        "family_given": False,
+        "table": "filter",
+    }
 
 
 def _bad(msg: str, hint: str | None = None) -> UsageError:
@@ -131,6 +155,7 @@ def parse_line_number(tok: str, what: str = "line number") -> int:
 
 
 def _check_address(tok: str, family: int, opt: str) -> None:
+    import ipaddress
     for part in tok.split(","):
         addr = part
         try:
@@ -401,6 +426,8 @@ def parse_batch(text: str, defaults: Invocation) -> tuple[RulesCommand, ...]:
     Each line may start with ``iptables``/``ip6tables`` and may give its own ``-t``.
     A ``-4``/``-6`` must agree with the invocation: one batch is one family.
     """
+    import shlex
+
     out = []
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -411,7 +438,7 @@ def parse_batch(text: str, defaults: Invocation) -> tuple[RulesCommand, ...]:
         except ValueError as exc:
             raise _bad(f"batch line {n}: {exc}", "check the quotes on that line") from None
         try:
-            inv = parse_argv(toks, allow_ours=False, defaults=replace(defaults, commands=()))
+            inv = parse_argv(toks, allow_ours=False, defaults=defaults.replace(commands=()))
         except UsageError as exc:
             raise UsageError(f"batch line {n}: {exc.message}", exc.hint) from None
         cmd = inv.commands[0]

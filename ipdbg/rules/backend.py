@@ -9,17 +9,32 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 
 from ..errors import ConflictError, NotFoundError, SystemToolError, UsageError
-from ..netns import nsenter_argv
+
+
+def nsenter_argv(path, argv):
+    if path is None:  # ipdbg.netns (and its ctypes) only when a netns is given
+        return list(argv)
+    from ..netns import nsenter_argv as _nsenter_argv
+
+    return _nsenter_argv(path, argv)
+
+
+def _which(name: str) -> str | None:
+    # shutil.which without importing shutil (start-up time of `ipdbg rules -L`)
+    for d in os.environ.get("PATH", os.defpath).split(os.pathsep) + ["/usr/sbin", "/sbin"]:
+        path = os.path.join(d or ".", name)
+        if os.access(path, os.X_OK) and not os.path.isdir(path):
+            return path
+    return None
 
 BACKENDS = ("nft", "legacy")
 
 
 def find_binary(name: str) -> str:
-    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+    path = _which(name)
     if path is None:
         raise SystemToolError(f"{name} is not installed",
                               "install the Debian package `iptables` (make setup)")
@@ -40,7 +55,7 @@ def read_system_backend(family: int = 4) -> str:
     update-alternatives; both are links to xtables-{nft,legacy}-multi.
     """
     name = "iptables" if family == 4 else "ip6tables"
-    path = shutil.which(name) or f"/usr/sbin/{name}"
+    path = _which(name) or f"/usr/sbin/{name}"
     try:
         real = os.path.realpath(path)
         link = os.readlink(path) if os.path.islink(path) else ""
@@ -79,10 +94,13 @@ def read_legacy_tables(family: int, netns: str | None = None) -> set[str]:
     table on first use, net/netfilter/x_tables.c xt_find_table_lock), which would
     change the ruleset of a namespace we only read, so we look first.
     """
-    from ..netns import enter_netns
-
     name = "ip_tables_names" if family == 4 else "ip6_tables_names"
     try:
+        if netns is None:
+            with open(f"/proc/thread-self/net/{name}") as f:
+                return {ln.strip() for ln in f if ln.strip()}
+        from ..netns import enter_netns
+
         with enter_netns(netns):
             with open(f"/proc/thread-self/net/{name}") as f:
                 return {ln.strip() for ln in f if ln.strip()}

@@ -27,7 +27,6 @@ chains of tens of thousands of rules.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 from ..errors import NotFoundError, UsageError
 from .argv import RulesCommand, format_rule_tokens
@@ -43,20 +42,27 @@ BUILTIN_CHAINS = {
 _COUNTERS = re.compile(r"^\[(\d+):(\d+)\] ")
 
 
-@dataclass
 class ChainState:
-    policy: str | None  # None for a user-defined chain
-    # rule spec after "-A CHAIN " as iptables-save wrote it; None for a rule added
-    # earlier in the same batch (its canonical text is not known before iptables runs)
-    rules: list[str | None] = field(default_factory=list)
-    counters: list[str | None] = field(default_factory=list)  # "[p:b]" per rule
-    exact: bool = True  # False once an edit we cannot follow (-D by spec) touched it
+    """One chain as read. ``rules``: the spec after "-A CHAIN " as iptables-save
+    wrote it, None for a rule added earlier in the same batch (its canonical text
+    is not known before iptables runs); ``counters``: "[p:b]" per rule; ``exact``
+    is False once an edit we cannot follow (-D by spec) touched the chain."""
+
+    __slots__ = ("policy", "rules", "counters", "exact")
+
+    def __init__(self, policy: str | None, rules=None, counters=None, exact: bool = True):
+        self.policy = policy  # None for a user-defined chain
+        self.rules: list[str | None] = [] if rules is None else rules
+        self.counters: list[str | None] = [] if counters is None else counters
+        self.exact = exact
 
 
-@dataclass
 class TableState:
-    name: str
-    chains: dict[str, ChainState] = field(default_factory=dict)
+    __slots__ = ("name", "chains")
+
+    def __init__(self, name: str, chains: dict[str, ChainState] | None = None):
+        self.name = name
+        self.chains: dict[str, ChainState] = {} if chains is None else chains
 
 
 def parse_save_index(text: str, only_table: str | None = None) -> dict[str, TableState]:
@@ -103,20 +109,24 @@ def empty_table(name: str) -> TableState:
     return TableState(name, {c: ChainState("ACCEPT") for c in BUILTIN_CHAINS.get(name, ())})
 
 
-@dataclass(frozen=True)
 class BatchLine:
-    table: str
-    text: str
-    cmd: int  # index of the command it belongs to
-    role: str  # "user": the user's change; "check": a line of the line-number check
+    """One line of the batch; ``cmd``: index of the command it belongs to; ``role``:
+    "user" (the user's change) or "check" (a line of the line-number check)."""
+
+    __slots__ = ("table", "text", "cmd", "role")
+
+    def __init__(self, table: str, text: str, cmd: int, role: str):
+        self.table, self.text, self.cmd, self.role = table, text, cmd, role
+
+    def __repr__(self):
+        return f"BatchLine({self.table!r}, {self.text!r}, {self.cmd}, {self.role!r})"
 
 
-@dataclass
 class Batch:
-    lines: list[BatchLine]
-    tables: list[str]
-    commands: tuple[RulesCommand, ...]
-    summary: list[str]  # one line per command: what it does, for --dry-run/-o json
+    """The restore batch; ``summary``: one line per command (--dry-run -o json)."""
+
+    def __init__(self, lines: list[BatchLine], tables: list[str], commands, summary: list[str]):
+        self.lines, self.tables, self.commands, self.summary = lines, tables, commands, summary
 
     def format(self, tables: list[str] | None = None) -> str:
         """The exact text given to iptables-restore (of some tables only, if given)."""
