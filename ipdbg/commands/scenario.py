@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import click
@@ -108,9 +109,14 @@ def run_cmd(ctx, files, all_, output, verbose):
     require_caps([CAP_NET_ADMIN, CAP_SYS_ADMIN], "scenario run (namespaces, rules, tracing)")
     debug = bool((ctx.obj or {}).get("debug"))
     results = []
-    for sc in scs:
+    progress = output == "text" and sys.stderr.isatty()
+    for n, sc in enumerate(scs, 1):
+        if progress:
+            click.echo(f"[{n}/{len(scs)}] {sc.name} ...", err=True, nl=False)
         res = run_scenario(sc, debug=debug)
         results.append(res)
+        if progress:
+            click.echo(f" {'pass' if res.ok else 'FAIL'} ({res.seconds:.1f}s)", err=True)
         if output == "text" and verbose:
             click.echo(format_details(res))
     if output == "json":
