@@ -6,7 +6,6 @@ Pure helpers are ``parse_*``/``format_*``; everything else touches the system.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from contextlib import contextmanager
 
@@ -15,7 +14,16 @@ from .errors import KernelError, NotFoundError
 NETNS_RUN_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = None  # loaded on first setns(): find_library() runs ldconfig, too slow for start-up
+
+
+def _load_libc():
+    global _libc
+    if _libc is None:
+        import ctypes.util
+
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return _libc
 
 
 def resolve_netns(spec: str | None) -> str | None:
@@ -45,7 +53,7 @@ def netns_inode(path: str | None = None) -> int:
 
 def setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
     # os.setns exists only from Python 3.12; we support 3.11.
-    if _libc.setns(fd, nstype) != 0:
+    if _load_libc().setns(fd, nstype) != 0:
         err = ctypes.get_errno()
         raise KernelError(f"setns failed: {os.strerror(err)}", "entering a netns needs CAP_SYS_ADMIN")
 
