@@ -20,6 +20,7 @@ import ipaddress
 
 from ..errors import IpdbgError, NotFoundError
 from .model import Chain, Match, Option, Rule, RuleParts, Ruleset, Table
+from .parse import _HEAD, parse_rule_spec
 
 
 class UnsupportedExtension(IpdbgError):
@@ -1132,71 +1133,44 @@ def _lookup(ruleset: Ruleset, table: str, chain: str | None) -> tuple[Table, lis
     return t, [c]
 
 
+def _rule_target(rule: Rule) -> str | None:
+    """The rule's target, without splitting the whole spec when parts are not built."""
+    parts = rule.__dict__.get("_parts")
+    if parts is not None:
+        return parts.target
+    spec = rule.spec
+    if "\\" in spec:
+        return rule.parts.target
+    # The one unquoted " -j "/" -g " (or a leading "-j "): the last one with an even
+    # number of quotes before it.
+    for key in (" -j ", " -g "):
+        i = spec.rfind(key)
+        while i >= 0 and spec.count('"', 0, i) % 2:
+            i = spec.rfind(key, 0, i)
+        if i >= 0:
+            rest = spec[i + 4:]
+            break
+    else:
+        if not spec.startswith(("-j ", "-g ")):
+            return None
+        rest = spec[3:]
+    sp = rest.find(" ")
+    return rest if sp < 0 else rest[:sp]
+
+
 def _references(t: Table) -> dict[str, int]:
     refs = dict.fromkeys(t.chains, 0)
     for c in t.chains.values():
         for r in c.rules:
-            target = r.parts.target
+            target = _rule_target(r)
             if target in refs:
                 refs[target] += 1
     return refs
 
 
-def format_rule_line(rule: Rule, num: int, ctx: _Ctx, flags: int, chains) -> str:
-    """One rule of ``iptables -L`` (iptables.c print_firewall), without the newline.
-
-    Runs once per rule of chains with tens of thousands of rules: one f-string for
-    the fixed columns, and per-listing caches for addresses and protocol numbers.
-    """
-    p = rule.parts
-    numeric = ctx.numeric
-    if flags & _VERBOSE:
-        if flags & _EXACT:
-            prefix = f"{rule.packets:8d} {rule.bytes:8d} "
-        else:
-            pk, by = rule.packets, rule.bytes
-            prefix = (f"{pk:5d} " if pk <= 99999 else format_num(pk, False) + " ") + \
-                     (f"{by:5d} " if by <= 99999 else format_num(by, False) + " ")
-        any_if = "*" if numeric else "any"
-        iif = ("!" if p.in_negated else "") + (p.in_interface or any_if)
-        oif = ("!" if p.out_negated else "") + (p.out_interface or any_if)
-        via = f" {iif:<6s} {oif:<6s} "
-    else:
-        prefix = via = ""
-    if flags & _LINES:
-        prefix = f"{num:<4d} " + prefix
-    target = p.target or ""
-    if target == "NOTRACK":
-        target = "CT"  # libxt_CT.c: NOTRACK is an alias of CT revision 0
-    proto = p.protocol
-    if proto is None:
-        proto = "0" if numeric else "all"
-    elif numeric:
-        num_text = ctx.protos.get(proto)
-        if num_text is None:
-            num_text = ctx.protos[proto] = str(_proto_number(proto, ctx.resolver))
-        proto = num_text
-    if ctx.family == 4:
-        frag = p.fragment
-        opt = "-- " if frag is None else ("-f " if frag else "!f ")
-    else:
-        opt = "-- "
-    addrs = ctx.addrs
-    src = addrs.get(p.source)
-    if src is None:
-        src = addrs[p.source] = format_address(p.source, ctx.family, numeric, ctx.resolver)
-    dst = addrs.get(p.destination)
-    if dst is None:
-        dst = addrs[p.destination] = format_address(p.destination, ctx.family, numeric,
-                                                    ctx.resolver)
-    line = (f"{prefix}{target:<9s} {'!' if p.protocol_negated else ' '}{proto:<4s} {opt}{via}"
-            f"{'!' if p.source_negated else ' '}{src:<19s} "
-            f"{'!' if p.destination_negated else ' '}{dst:<19s} "
-            f"{'[goto] ' if p.target_kind == 'goto' else ''}")
-    if not p.matches and (p.target is None or p.target in _STANDARD_TARGETS
-                          or p.target in chains):
-        return line
-    out = [line]
+def _tail_text(p: RuleParts, ctx: _Ctx, chains) -> str:
+    """What follows the destination column: [goto], matches, target (print_firewall)."""
+    out = ["[goto] " if p.target_kind == "goto" else ""]
     ctx.parts = p
     for m in p.matches:
         printer = MATCH_PRINTERS.get(m.name)
@@ -1215,6 +1189,95 @@ def format_rule_line(rule: Rule, num: int, ctx: _Ctx, flags: int, chains) -> str
         except (ValueError, KeyError, IndexError) as e:
             raise UnsupportedExtension("target", p.target, f"cannot render: {e}") from None
     return "".join(out)
+
+
+def _line(rule: Rule, num: int, ctx: _Ctx, flags: int, target: str, proto, pneg: bool,
+          frag, src, sneg: bool, dst, dneg: bool, iif, ineg: bool, oif, oneg: bool,
+          tail: str) -> str:
+    """The fixed columns (xshared.c print_rule_details and friends) plus ``tail``.
+
+    Runs once per rule of chains with tens of thousands of rules: one f-string for
+    the columns, per-listing caches for addresses and protocol numbers.
+    """
+    numeric = ctx.numeric
+    if flags & _VERBOSE:
+        if flags & _EXACT:
+            prefix = f"{rule.packets:8d} {rule.bytes:8d} "
+        else:
+            pk, by = rule.packets, rule.bytes
+            prefix = (f"{pk:5d} " if pk <= 99999 else format_num(pk, False) + " ") + \
+                     (f"{by:5d} " if by <= 99999 else format_num(by, False) + " ")
+        any_if = "*" if numeric else "any"
+        iif = ("!" if ineg else "") + (iif or any_if)
+        oif = ("!" if oneg else "") + (oif or any_if)
+        via = f" {iif:<6s} {oif:<6s} "
+    else:
+        prefix = via = ""
+    if flags & _LINES:
+        prefix = f"{num:<4d} " + prefix
+    if target == "NOTRACK":
+        target = "CT"  # libxt_CT.c: NOTRACK is an alias of CT revision 0
+    if proto is None:
+        proto = "0" if numeric else "all"
+    elif numeric:
+        num_text = ctx.protos.get(proto)
+        if num_text is None:
+            num_text = ctx.protos[proto] = str(_proto_number(proto, ctx.resolver))
+        proto = num_text
+    if ctx.family == 4:
+        opt = "-- " if frag is None else ("-f " if frag else "!f ")
+    else:
+        opt = "-- "
+    addrs = ctx.addrs
+    s = addrs.get(src)
+    if s is None:
+        s = addrs[src] = format_address(src, ctx.family, numeric, ctx.resolver)
+    d = addrs.get(dst)
+    if d is None:
+        d = addrs[dst] = format_address(dst, ctx.family, numeric, ctx.resolver)
+    return (f"{prefix}{target:<9s} {'!' if pneg else ' '}{proto:<4s} {opt}{via}"
+            f"{'!' if sneg else ' '}{s:<19s} {'!' if dneg else ' '}{d:<19s} {tail}")
+
+
+def format_rule_line(rule: Rule, num: int, ctx: _Ctx, flags: int, chains) -> str:
+    """One rule of ``iptables -L`` (iptables.c print_firewall), without the newline."""
+    p = rule.parts
+    return _line(rule, num, ctx, flags, p.target or "", p.protocol, p.protocol_negated,
+                 p.fragment, p.source, p.source_negated, p.destination, p.destination_negated,
+                 p.in_interface, p.in_negated, p.out_interface, p.out_negated,
+                 _tail_text(p, ctx, chains))
+
+
+def _format_rules(rules: list[Rule], ctx: _Ctx, flags: int, chains, out: list[str]) -> None:
+    """All rule lines of a chain.
+
+    Rules whose parts are not built yet are read straight from the spec: the head
+    (addresses, interfaces, protocol, -f) with parse._HEAD, and the rest rendered
+    once per distinct (protocol, rest) in this listing; big chains repeat the same
+    matches and target a lot (blocklists, kube-proxy services).
+    """
+    tails: dict = {}
+    head_re = _HEAD
+    v6 = ctx.family == 6
+    for n, rule in enumerate(rules, 1):
+        if rule.__dict__.get("_parts") is not None:
+            out.append(format_rule_line(rule, n, ctx, flags, chains))
+            continue
+        spec = rule.spec
+        hm = head_re.match(spec + " ")
+        g = hm.groups()
+        if v6 and g[11] is not None:
+            out.append(format_rule_line(rule, n, ctx, flags, chains))  # raises UsageError
+            continue
+        key = (g[9], spec[hm.end():])
+        hit = tails.get(key)
+        if hit is None:
+            p = rule.parts = parse_rule_spec(spec, ctx.family, _head=hm)
+            hit = tails[key] = (p.target or "", _tail_text(p, ctx, chains))
+        out.append(_line(rule, n, ctx, flags, hit[0], g[9], g[8] is not None,
+                         None if g[11] is None else g[10] is None,
+                         g[1], g[0] is not None, g[3], g[2] is not None,
+                         g[5], g[4] is not None, g[7], g[6] is not None, hit[1]))
 
 
 def _header(flags: int) -> str:
@@ -1262,8 +1325,7 @@ def format_list(ruleset: Ruleset, table: str, chain: str | None = None, *, numer
         else:
             out.append(f"Chain {c.name} ({refs[c.name]} references)")
         out.append(header)
-        for n, rule in enumerate(c.rules, 1):
-            out.append(format_rule_line(rule, n, ctx, flags, t.chains))
+        _format_rules(c.rules, ctx, flags, t.chains, out)
     out.append("")
     return "\n".join(out)
 
@@ -1286,12 +1348,18 @@ def _target_offset(spec: str) -> int:
     """Offset of the unquoted " -j "/" -g " (or leading "-j ") that starts the target."""
     if spec.startswith(("-j ", "-g ")):
         return 0
-    if '"' not in spec:
+    if "\\" not in spec:
+        # The first " -j "/" -g " with an even number of quotes before it.
+        best = -1
         for key in (" -j ", " -g "):
             i = spec.find(key)
-            if i >= 0:
-                return i + 1
-        raise ValueError(spec)
+            while i >= 0 and spec.count('"', 0, i) % 2:
+                i = spec.find(key, i + 1)
+            if i >= 0 and (best < 0 or i < best):
+                best = i
+        if best < 0:
+            raise ValueError(spec)
+        return best + 1
     in_quote = False
     i, n = 0, len(spec)
     while i < n:

@@ -88,7 +88,7 @@ def _is_value(tok: str) -> bool:
     return tok != "!" and not (tok[0] == "-" and len(tok) > 1 and not tok[1].isdigit())
 
 
-def parse_rule_spec(spec: str | list[str], family: int) -> RuleParts:
+def parse_rule_spec(spec: str | list[str], family: int, _head=None) -> RuleParts:
     """Split the tokens after ``-A CHAIN`` into ``RuleParts``.
 
     ``spec`` is save text (quoted as iptables-save quotes) or an argv list.
@@ -100,7 +100,7 @@ def parse_rule_spec(spec: str | list[str], family: int) -> RuleParts:
     if isinstance(spec, str):
         # iptables-save writes the address part in one fixed order: take it with
         # one regex, and tokenize only the rest (matches and target).
-        head = _HEAD.match(spec + " ")
+        head = _head or _HEAD.match(spec + " ")  # _head: the caller already matched it
         if head.end():
             g = head.groups()
             for k in range(5):
