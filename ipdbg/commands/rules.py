@@ -141,6 +141,9 @@ def _list(cmd, inv, backend, netns, out) -> None:
     if inv.output == "json":
         out.write(_json(_json_listing(listing, cmd, table, backend), indent=2) + "\n")
         return
+    if cmd.action == "list" and cmd.line is not None:  # `-L CHAIN N`: iptables prints that rule alone
+        out.write(_system_list(cmd, backend, netns))
+        return
     try:
         if cmd.action == "list":
             text = listing.format_list(ruleset, cmd.table, cmd.chain, numeric=cmd.numeric,

@@ -227,7 +227,8 @@ def test_batch_over_two_tables_is_put_back_when_the_second_conflicts(host, backe
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("flags", [["-L", "-n", "-v", "--line-numbers"], ["-L", "INPUT", "-n"],
-                                   ["-S"], ["-S", "INPUT", "-v"], ["-L", "-n", "-v", "-x"]])
+                                   ["-S"], ["-S", "INPUT", "-v"], ["-L", "-n", "-v", "-x"],
+                                   ["-L", "INPUT", "2", "-n"], ["-S", "INPUT", "3"]])
 def test_listing_is_iptables_own(host, backend, flags):
     setup(host, backend)
     host.run([f"iptables-{backend}", "-A", "OUTPUT", "-d", "198.51.100.80", "-p", "tcp", "-j", "DROP"])
