@@ -29,6 +29,8 @@ RESTORE = {
     ("ip6tables", "nft"): ["ip6tables-nft-restore"],
     ("ip6tables", "legacy"): ["ip6tables-legacy-restore", "-w", "5"],
 }
+# "Error occurred at line: N" (iptables-restore), "/dev/stdin:N:C-C: Error" (nft)
+_TOOL_LINE = re.compile(r"Error occurred at line: (\d+)|/dev/stdin:(\d+):")
 _NAT_WORDS = re.compile(r"^\*nat\b|\b(dnat|snat|masquerade|redirect)\b", re.I | re.M)
 
 
@@ -121,8 +123,14 @@ def apply_rules(lab: Lab, sc: Scenario) -> None:
             argv = ["nft", "-f", "-"] if kind == "nft" else RESTORE[(kind, rules.backend)]
             proc = host.run(argv, check=False, input=text)
             if proc.returncode != 0:
-                msg = " ".join((proc.stderr or proc.stdout).split())[:300]
-                raise UsageError(f"{sc.filename}:{rules.line}: rules for {rules.host}: "
+                out = proc.stderr or proc.stdout
+                line = rules.line
+                m = _TOOL_LINE.search(out)
+                if m:
+                    line = rules.file_line(kind, int(m.group(1) or m.group(2)))
+                msg = " ".join(ln.strip() for ln in out.splitlines()
+                               if ln.strip() and not ln.startswith("Try "))[:300]
+                raise UsageError(f"{sc.filename}:{line}: rules for {rules.host}: "
                                  f"`{argv[0]}` refused the {kind} text: {msg}",
                                  f"try it by hand: {argv[0]} --test < FILE" if kind != "nft"
                                  else "try it by hand: nft -c -f FILE")

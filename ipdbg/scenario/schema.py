@@ -71,6 +71,13 @@ class Rules:
     ip6tables: str | None = None  # ip6tables-restore input
     nft: str | None = None  # `nft -f -` input
     line: int = 0
+    # kind -> file line of the text's first line, to map a restore tool's
+    # "line N" back into the scenario file
+    text_lines: tuple[tuple[str, int], ...] = ()
+
+    def file_line(self, kind: str, text_line: int) -> int:
+        start = dict(self.text_lines).get(kind)
+        return self.line if start is None else start + text_line - 1
 
 
 @dataclass(frozen=True)
@@ -453,7 +460,8 @@ def _parse_rules(ctx: _Ctx, node: Node, hosts: dict[str, Host]) -> list[Rules]:
         if isinstance(vn, ScalarNode):
             text = _text(ctx.string(vn, what))
             _check_restore_text(ctx, vn, what, "iptables", text)
-            out.append(Rules(hname, iptables=text, line=line))
+            out.append(Rules(hname, iptables=text, line=line,
+                             text_lines=(("iptables", _first_text_line(vn)),)))
             continue
         m = ctx.mapping(vn, what, _RULES)
         if not ({"iptables", "ip6tables", "nft"} & set(m)):
@@ -464,8 +472,16 @@ def _parse_rules(ctx: _Ctx, node: Node, hosts: dict[str, Host]) -> list[Rules]:
         for k in ("iptables", "ip6tables"):
             if texts[k] is not None:
                 _check_restore_text(ctx, m[k][1], f"{what}: {k}", k, texts[k])
-        out.append(Rules(hname, backend=backend, line=line, **texts))
+        starts = tuple((k, _first_text_line(m[k][1])) for k in texts if k in m)
+        out.append(Rules(hname, backend=backend, line=line, text_lines=starts, **texts))
     return out
+
+
+def _first_text_line(node: Node) -> int:
+    """File line (1-based) of a scalar's first line of text: a block scalar
+    (``|``, ``>``) starts on the line after its indicator."""
+    block = isinstance(node, ScalarNode) and node.style in ("|", ">")
+    return node.start_mark.line + (2 if block else 1)
 
 
 def _check_restore_text(ctx: _Ctx, node: Node, what: str, kind: str, text: str) -> None:

@@ -108,3 +108,16 @@ def test_signal_tears_the_lab_down(tmp_path, sig):
     for pid in holders:
         assert not os.path.exists(f"/proc/{pid}") or \
             open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+
+
+def test_refused_rules_fail_the_scenario_at_their_line(tmp_path):
+    f = tmp_path / "badrules.yaml"
+    f.write_text(FAILING.replace("traffic:", "rules:\n  server:\n    backend: legacy\n"
+                                 "    iptables: |\n      *filter\n"
+                                 "      -A INPUT -j NOSUCHTARGET\n      COMMIT\ntraffic:"))
+    proc = subprocess.run([sys.executable, "-m", "ipdbg.cli", "scenario", "run", str(f)],
+                          capture_output=True, text=True, env=ENV, timeout=60)
+    assert proc.returncode == 9, proc.stdout + proc.stderr
+    # line 12 of the file is "-A INPUT -j NOSUCHTARGET"
+    assert f.read_text().splitlines()[11].strip() == "-A INPUT -j NOSUCHTARGET"
+    assert f"{f}:12: rules for server: `iptables-legacy-restore` refused" in proc.stdout

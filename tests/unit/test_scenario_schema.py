@@ -149,3 +149,15 @@ def test_every_shipped_scenario_validates(path):
 
 def test_library_is_big_enough():
     assert len(SCENARIOS) >= 20
+
+
+def test_rules_text_lines_map_back_into_the_file():
+    sc = parse_scenario(GOOD, "lab.yaml")
+    # GOOD's "client: |" is on line 7; its text starts on line 8.
+    assert sc.rules[0].file_line("iptables", 1) == 8
+    assert sc.rules[0].file_line("iptables", 2) == 9
+    text = GOOD.replace("  client: |\n    *filter", "  client:\n    nft: |\n      table ip t {}\n"
+                        "    iptables: |\n      *filter").replace(
+        "    -A OUTPUT", "      -A OUTPUT").replace("    COMMIT", "      COMMIT")
+    r = parse_scenario(text, "lab.yaml").rules[0]
+    assert (r.file_line("nft", 1), r.file_line("iptables", 2)) == (9, 12)
