@@ -233,9 +233,20 @@ class TraceSession:
         for ns in self._ns:
             socks = [s for s in (ns.trace, ns.nflog) if s is not None]
             if socks:
-                ns.lost = max(ns.lost, read_netlink_drops(ns.path, {os.fstat(s.fileno()).st_ino for s in socks}))
+                try:
+                    drops = read_netlink_drops(ns.path, {os.fstat(s.fileno()).st_ino for s in socks})
+                except (OSError, IpdbgError):  # the netns path is gone (its holder exited)
+                    drops = 0
+                ns.lost = max(ns.lost, drops)
             total += ns.lost
         return max(total, self._lost_overruns)
+
+    @staticmethod
+    def _drops(ns: _Netns, s: socket.socket) -> int:
+        try:
+            return read_netlink_drops(ns.path, {os.fstat(s.fileno()).st_ino})
+        except (OSError, IpdbgError):
+            return 0
 
     def poll(self, timeout_ms: int) -> list[TraceEvent]:
         """Decoded events (netns set to the inode); waits at most ``timeout_ms`` for the first."""
@@ -289,9 +300,9 @@ class TraceSession:
             except OSError as e:
                 if e.errno == errno.ENOBUFS:
                     self._lost_overruns += 1
-                    ns.lost = max(ns.lost + 1, read_netlink_drops(ns.path, {os.fstat(s.fileno()).st_ino}))
+                    ns.lost = max(ns.lost + 1, self._drops(ns, s))
                     continue
-                raise
+                raise KernelError(f"netlink: receiving {kind} messages: {e.strerror}") from None
             mlen, mtype = _NLMSG_LEN_TYPE.unpack_from(buf, 0)
             single = n - 3 <= mlen <= n  # one message per datagram: the rule for trace multicasts
             if single and ours is not None and record is None and ours in bytes(mv[:n]):
@@ -339,9 +350,9 @@ class TraceSession:
             except OSError as e:
                 if e.errno == errno.ENOBUFS:
                     self._lost_overruns += 1
-                    ns.lost = max(ns.lost + 1, read_netlink_drops(ns.path, {os.fstat(ns.trace.fileno()).st_ino}))
+                    ns.lost = max(ns.lost + 1, self._drops(ns, ns.trace))
                     continue
-                raise
+                raise KernelError(f"netlink: receiving trace messages: {e.strerror}") from None
             ts = time.monotonic_ns()
             for off, n in got:
                 mlen, mtype = unpack(mv, off)
