@@ -121,12 +121,15 @@ def _read_batch(spec: str) -> str:
 def _list(cmd, inv, backend, netns, out) -> None:
     from ..rules import backend as rb
 
-    text = rb.read_save(cmd.family, backend, netns, table=cmd.table, counters=True)
+    # iptables-save runs while the parser and renderer are imported
+    job = rb.start_read_save(cmd.family, backend, netns, table=cmd.table, counters=True)
     try:
         from ..rules import listing, parse
     except ImportError:  # the pure renderer is not there: iptables renders
+        job.result()
         out.write(_system_list(cmd, backend, netns))
         return
+    text = job.result()
     if not text.strip():
         text = _empty_table_save(cmd.table)
     ruleset = parse.parse_save(text, cmd.family)

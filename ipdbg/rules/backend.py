@@ -114,17 +114,43 @@ def read_save(family: int, backend: str, netns: str | None = None,
 
     "" for a legacy table that does not exist yet (reading it would create it).
     """
+    return start_read_save(family, backend, netns, table, counters).result()
+
+
+class _SaveJob:
+    """A running iptables-save; ``result()`` waits for its text (or raises)."""
+
+    def __init__(self, argv=None, netns=None, table=None, text=None):
+        self.argv, self.netns, self.table, self.text = argv, netns, table, text
+        self.proc = None
+        if argv is not None:
+            full = nsenter_argv(netns, argv)
+            try:
+                self.proc = subprocess.Popen(full, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                             stdin=subprocess.DEVNULL, text=True)
+            except FileNotFoundError as exc:
+                raise SystemToolError(f"cannot run {full[0]}: {exc.strerror}") from None
+
+    def result(self) -> str:
+        if self.proc is None:
+            return self.text
+        out, err = self.proc.communicate()
+        if self.proc.returncode != 0:
+            raise read_error(err, self.argv, self.netns, self.table)
+        return out
+
+
+def start_read_save(family: int, backend: str, netns: str | None = None,
+                    table: str | None = None, counters: bool = True) -> _SaveJob:
+    """Start `iptables-save` and return at once (the caller imports meanwhile)."""
     if backend == "legacy" and table and table not in read_legacy_tables(family, netns):
-        return ""
+        return _SaveJob(text="")
     argv = [binary("save", family, backend)]
     if counters:
         argv.append("-c")
     if table:
         argv += ["-t", table]
-    proc = _run(argv, netns)
-    if proc.returncode != 0:
-        raise read_error(proc.stderr, argv, netns, table)
-    return proc.stdout
+    return _SaveJob(argv, netns, table)
 
 
 def read_error(stderr: str, argv: list[str], netns: str | None, table: str | None):
