@@ -980,8 +980,16 @@ def _t_tos(parts: RuleParts, ctx: _Ctx) -> str:
     o = _opts(parts)
     _only(parts, o, {"--set-tos"})
     value, mask = _tos_value(_one(o["--set-tos"]))
-    if not ctx.numeric and mask == 0x3F and value in _TOS_NAMES:
+    if ctx.numeric:
+        return f" TOS set 0x{value:02x}/0x{mask:02x}"
+    if mask == 0x3F and value in _TOS_NAMES:
         return "  TOS set" + _TOS_NAMES[value]
+    if value == 0:
+        return f" TOS and 0x{~mask & 0xFF:02x}"
+    if value == mask:
+        return f" TOS or 0x{value:02x}"
+    if mask == 0:
+        return f" TOS xor 0x{value:02x}"
     return f" TOS set 0x{value:02x}/0x{mask:02x}"
 
 
