@@ -196,3 +196,31 @@ def test_rule_targets_for_references_ignore_quoted_jumps():
         'COMMIT\n', 4)
     text = format_list(ruleset, "filter", numeric=True)
     assert "Chain A (1 references)" in text and "Chain B (1 references)" in text
+
+
+def test_etc_file_parsers_follow_libc_first_match():
+    from ipdbg.rules.lookup import (
+        parse_hosts, parse_id_names, parse_networks, parse_protocols, parse_services,
+    )
+
+    hosts = parse_hosts("127.0.0.1 localhost\n127.0.0.1 other # dup\n::1 ip6-localhost\n"
+                        "bogus line\n0:0:0:0:0:0:0:2 two\n")
+    assert hosts == {"127.0.0.1": "localhost", "::1": "ip6-localhost", "::2": "two"}
+    # inet_network(): "127" is network number 127 (0.0.0.127), not 127.0.0.0.
+    assert parse_networks("loopback 127.0.0.0\nshort 10\n") == {"127.0.0.0": "loopback",
+                                                                   "0.0.0.10": "short"}
+    services = parse_services("ssh 22/tcp\nssh 22/udp\nalt 22/tcp\nhttp 80/tcp www # c\n")
+    assert services == {(22, "tcp"): "ssh", (22, "udp"): "ssh", (80, "tcp"): "http"}
+    assert parse_protocols("ip 0 IP\nhopopt 0 HOPOPT\ntcp 6 TCP\n") == {0: "ip", 6: "tcp"}
+    assert parse_id_names("root:x:0\nnobody:x:65534:65534::/:/bin/false\n") == {
+        0: "root", 65534: "nobody"}
+
+
+def test_recorded_etc_resolver_answers_like_iptables_did():
+    assert RESOLVER.lookup_host("127.0.0.1", 4) == "localhost"
+    assert RESOLVER.lookup_network("169.254.0.0") == "link-local"
+    assert RESOLVER.lookup_service(22, "tcp") == "ssh"
+    assert RESOLVER.lookup_service(3868, "sctp") is None
+    assert RESOLVER.lookup_protocol(47) == "gre"
+    assert RESOLVER.lookup_protocol_number("ipv6-icmp") == 58
+    assert RESOLVER.lookup_user(0) == "root"
