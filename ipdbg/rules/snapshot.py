@@ -184,14 +184,23 @@ def _read_once(netns: str | None) -> tuple[Snapshot, bool]:
                                stdin=subprocess.DEVNULL, text=True)
     except Exception:
         nft = None
-    snap = Snapshot(netns=netns)
     saves = {}
     for key, proc in jobs.items():
         out, _ = proc.communicate()
         saves[key] = out if proc.returncode == 0 else ""
     nft_text = nft.communicate()[0] if nft is not None else ""
-    snap.saves = saves
+    return index_snapshot(saves, nft_text, netns)
 
+
+def index_snapshot(saves: dict[tuple[int, str], str], nft_text: str,
+                   netns: str | None = None) -> tuple[Snapshot, bool]:
+    """Texts read -> (Snapshot, whether the iptables-nft and nft views agree) (pure).
+
+    ``saves``: (family, "nft"|"legacy") -> `iptables-save -c` text;
+    ``nft_text``: `nft -a list ruleset`.
+    """
+    snap = Snapshot(netns=netns)
+    snap.saves = dict(saves)
     consistent = True
     managed: set[tuple[str, str]] = set()  # (nft family, table) owned by iptables-nft
     for (family, backend), text in saves.items():
