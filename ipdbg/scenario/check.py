@@ -95,8 +95,11 @@ def split_explanations(explanations: list[dict], traffic: Traffic
         tup = e.get("tuple") or {}
         reason = _reason_name(e.get("reason"))
         why = None
-        inbound_to_sender = (e.get("netns") == traffic.src_host and tup.get("dst") is not None
-                             and tup.get("dst") != traffic.dst)
+        # A reply comes from the address we sent to (NAT undone by conntrack); a packet
+        # from elsewhere (e.g. a SYN-ACK from a DNAT target's own address, the
+        # hairpin-NAT failure) is not an artifact and counts.
+        inbound_to_sender = (e.get("netns") == traffic.src_host
+                             and tup.get("src") == traffic.dst and tup.get("dst") != traffic.dst)
         if inbound_to_sender and reason == "NO_SOCKET" and not (e.get("rule") or e.get("path")):
             why = "a reply that reached the sender after its probe socket closed"
         elif (traffic.proto == "tcp" and e.get("tcp_flags")

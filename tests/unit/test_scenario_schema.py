@@ -7,7 +7,10 @@ import pytest
 from ipdbg.errors import UsageError
 from ipdbg.scenario.schema import parse_scenario
 
-SCENARIOS = sorted((Path(__file__).resolve().parents[2] / "scenarios").glob("*.yaml"))
+SCENARIO_DIR = Path(__file__).resolve().parents[2] / "scenarios"
+SCENARIOS = sorted(SCENARIO_DIR.glob("*.yaml"))
+# scenarios/pending/: real cases ipdbg does not explain yet (kept out of CI's replay)
+PENDING = sorted(SCENARIO_DIR.glob("pending/*.yaml"))
 
 GOOD = """\
 name: t
@@ -137,7 +140,7 @@ traffic:
     assert sc.traffic[1].expect.count == 1
 
 
-@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", SCENARIOS + PENDING, ids=lambda p: p.name)
 def test_every_shipped_scenario_validates(path):
     text = path.read_text()
     sc = parse_scenario(text, str(path))
