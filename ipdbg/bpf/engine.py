@@ -16,6 +16,7 @@ tiers will add their programs to ``TIERS`` and reuse the same loader.
 from __future__ import annotations
 
 import os
+import platform
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -83,7 +84,7 @@ class DropMonitor:
     def __init__(self, flt: PacketFilter | None = None, netns_inodes: list[int] | None = None,
                  reasons: list[str] | None = None, kinds=ALL_KINDS, debug: bool = False,
                  tier: str = "tracepoint", ringbuf_bytes: int = DEFAULT_RINGBUF_BYTES,
-                 flavours: tuple[str, ...] | None = None):
+                 flavours: tuple[str, ...] | None = None, ring_reader: str = "auto"):
         self.filter = flt or PacketFilter()
         self.netns_inodes = list(netns_inodes or [])
         reasons = list(reasons or []) + [r for r in self.filter.reasons if r not in (reasons or [])]
@@ -97,6 +98,13 @@ class DropMonitor:
         self.tier = tier
         self.debug = debug
         self.ringbuf_bytes = ringbuf_bytes
+        # "mmap": our own reader of the ring (x86-64 only, see libbpf.MmapRing);
+        # "libbpf": ring_buffer__poll with a callback per record (any CPU).
+        if ring_reader == "auto":
+            ring_reader = "mmap" if platform.machine() in ("x86_64", "AMD64") else "libbpf"
+        if ring_reader not in ("mmap", "libbpf"):
+            raise UsageError(f"unknown ring reader {ring_reader!r}")
+        self.ring_reader = ring_reader
         # which flavours to try, in order (tests force the fallbacks with it)
         self.flavours = tuple(flavours) if flavours else TIERS[tier]["flavours"]
         self.attached: list[str] = []
@@ -134,7 +142,10 @@ class DropMonitor:
             self._load(wanted, config)
             self._attach()
             self._lost_map = self._obj.map("lost")
-            self._ring = libbpf.RingBuffer(self._obj.map("events"))
+            if self.ring_reader == "mmap":
+                self._ring = libbpf.MmapRing(self._obj.map("events"), self.ringbuf_bytes)
+            else:
+                self._ring = libbpf.RingBuffer(self._obj.map("events"))
             self._stack.callback(self._ring.close)
             from ..kallsyms import read_kallsyms
 
@@ -227,11 +238,19 @@ class DropMonitor:
 
     def poll_raw(self, timeout_ms: int) -> list[bytes]:
         """The raw records (struct drop_event), for fixtures and benchmarks."""
-        return self._ring.poll(timeout_ms)
+        if self.ring_reader == "libbpf":
+            return self._ring.poll(timeout_ms)
+        self._ring.wait(timeout_ms)
+        buf, recs = self._ring.read()
+        return [buf[off:off + n] for off, n in recs]
 
     def poll(self, timeout_ms: int) -> list[DropEvent]:
-        """Events ready within ``timeout_ms`` (0: do not wait), decoded."""
-        return self._decoder.decode_many(self._ring.poll(timeout_ms))
+        """Events ready within ``timeout_ms`` (0: do not wait; -1: wait), decoded."""
+        if self.ring_reader == "libbpf":
+            return self._decoder.decode_many(self._ring.poll(timeout_ms))
+        self._ring.wait(timeout_ms)
+        buf, recs = self._ring.read()
+        return self._decoder.decode_buffer(buf, recs)
 
     def decode(self, records: list[bytes]) -> list[DropEvent]:
         return self._decoder.decode_many(records)
