@@ -229,7 +229,8 @@ def _edit(inv, backend, netns, out) -> None:
     # Only line-number -R/-D need the rules read (to name the rule at that line);
     # a multi-table batch needs them to put tables back. Anything else goes straight
     # to iptables-restore, and is checked against a fresh read only if it fails.
-    fast = not (inv.dry_run or len(tables_needed) > 1 or needs_state(inv.commands))
+    # (A batch is always read: its -I N may name a line that an earlier line adds.)
+    fast = not (inv.dry_run or len(inv.commands) > 1 or needs_state(inv.commands))
     batch = format_batch(inv.commands, None if fast else read_state(), backend=backend,
                          tag=str(os.getpid()))
     batch_text = batch.format()

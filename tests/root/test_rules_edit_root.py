@@ -251,3 +251,17 @@ def test_json_listing(host, backend):
     assert rules[1]["rule"] == "-A INPUT -s 10.0.0.1/32 -p tcp -m tcp --dport 22 -j ACCEPT"
     assert rules[1]["parts"]["source"] == "10.0.0.1/32" and rules[1]["parts"]["target"] == "ACCEPT"
     assert {"packets", "bytes", "table", "chain"} <= set(rules[1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batch_inserting_at_lines_it_adds(host, backend):
+    """-I N where line N is a rule added earlier in the same batch (iptables-nft-restore
+    alone fails on that: RULE_INSERT ENOENT)."""
+    before = setup(host, backend)
+    text = ("-A INPUT -s 10.5.0.1 -j ACCEPT\n-I INPUT 6 -s 10.5.0.2 -j ACCEPT\n"
+            "-I INPUT 7 -s 10.5.0.3 -j ACCEPT\n")
+    r = ipdbg(host, backend, "--batch", "-", input=text)
+    assert r.returncode == 0, r.stderr
+    assert chain(host, backend, "INPUT") == before + [
+        "-A INPUT -s 10.5.0.2/32 -j ACCEPT", "-A INPUT -s 10.5.0.3/32 -j ACCEPT",
+        "-A INPUT -s 10.5.0.1/32 -j ACCEPT"]
