@@ -91,14 +91,24 @@ def build_lab(lab: Lab, sc: Scenario) -> None:
     for name in sc.hosts:
         lab.add_host(name)
     placed: set[str] = set()
+    ports: dict[str, list[str]] = {}  # switch host -> its interfaces
     for link in sc.links:
         addrs = []
         for end in (link.a, link.b):
             own = [] if end.host in placed else list(sc.hosts[end.host].addrs)
             placed.add(end.host)
             addrs.append(own + list(end.addrs))
-        lab.link(lab.hosts[link.a.host], lab.hosts[link.b.host], addrs[0], addrs[1],
-                 a_if=link.a.ifname, b_if=link.b.ifname)
+        ifs = lab.link(lab.hosts[link.a.host], lab.hosts[link.b.host], addrs[0], addrs[1],
+                       a_if=link.a.ifname, b_if=link.b.ifname)
+        for end, ifname in zip((link.a, link.b), ifs):
+            if sc.hosts[end.host].switch:
+                ports.setdefault(end.host, []).append(ifname)
+    for name, ifnames in ports.items():
+        host = lab.hosts[name]
+        host.run(["ip", "link", "add", "br0", "type", "bridge"])
+        for ifname in ifnames:
+            host.run(["ip", "link", "set", ifname, "master", "br0"])
+        host.run(["ip", "link", "set", "br0", "up"])
     for name, spec in sc.hosts.items():
         host = lab.hosts[name]
         if spec.forwarding:

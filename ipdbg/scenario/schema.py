@@ -44,6 +44,7 @@ class Host:
     addrs: tuple[str, ...] = ()  # CIDR; put on the host's first link
     routes: tuple[str, ...] = ()  # `ip route add` arguments, e.g. "default via 10.0.0.254"
     forwarding: bool = False
+    switch: bool = False  # an L2 switch: all its links enslaved to one bridge, no addresses
     sysctls: tuple[tuple[str, str], ...] = ()
     listen: tuple[Listener, ...] = ()
     line: int = 0
@@ -310,7 +311,7 @@ def _kind(node: Node, value=None) -> str:
 # ---------------------------------------------------------------- the format
 
 _TOP = {"name", "description", "hosts", "links", "rules", "traffic", "expect", "timeout"}
-_HOST = {"addr", "routes", "forwarding", "sysctls", "listen"}
+_HOST = {"addr", "routes", "forwarding", "sysctls", "listen", "switch"}
 _LINK_END = {"addr", "if"}
 _RULES = {"backend", "iptables", "ip6tables", "nft"}
 _TRAFFIC = {"from", "to", "proto", "port", "count", "src", "expect"}
@@ -376,6 +377,11 @@ def _parse_hosts(ctx: _Ctx, node: Node) -> dict[str, Host]:
         routes = tuple(ctx.string(n, f"{what}: routes") for n in ctx.seq(m["routes"][1], f"{what}: routes")) \
             if "routes" in m else ()
         forwarding = ctx.boolean(m["forwarding"][1], f"{what}: forwarding") if "forwarding" in m else False
+        switch = ctx.boolean(m["switch"][1], f"{what}: switch") if "switch" in m else False
+        if switch:
+            for key in ("addr", "routes", "listen", "forwarding"):
+                if key in m:
+                    raise ctx.error(m[key][0], f"{what}: a switch has no {key} (it only bridges)")
         sysctls = []
         if "sysctls" in m:
             for key, kn, vn in ctx.free_mapping(m["sysctls"][1], f"{what}: sysctls"):
@@ -398,6 +404,7 @@ def _parse_hosts(ctx: _Ctx, node: Node) -> dict[str, Host]:
                                        "(tcp/80, udp/53)")
                 listen.append(Listener(proto, int(port)))
         hosts[name] = Host(name=name, addrs=addrs, routes=routes, forwarding=forwarding,
+                           switch=switch,
                            sysctls=tuple(sysctls), listen=tuple(listen),
                            line=knode.start_mark.line + 1)
     if not hosts:
@@ -445,6 +452,10 @@ def _parse_links(ctx: _Ctx, node: Node, hosts: dict[str, Host]) -> list[Link]:
                     ends.append(LinkEnd(hname, addrs))
         else:
             raise ctx.error(item, "links: each link is [a, b] or {a: ADDR, b: ADDR}")
+        for end in ends:
+            if hosts[end.host].switch and end.addrs:
+                raise ctx.error(item, f"links: {end.host} is a switch: its link ends have "
+                                      "no address")
         if ends[0].host == ends[1].host:
             raise ctx.error(item, f"links: a link from {ends[0].host} to itself")
         links.append(Link(ends[0], ends[1], line=item.start_mark.line + 1))
@@ -529,6 +540,8 @@ def _parse_traffic(ctx: _Ctx, node: Node, sc: Scenario,
     what = "traffic"
     m = ctx.mapping(node, what, _TRAFFIC, required=("from", "to", "proto"))
     src_host = ctx.host_ref(m["from"][1], f"{what}: from", sc.hosts)
+    if sc.hosts[src_host].switch:
+        raise ctx.error(m["from"][1], f"{what}: from: {src_host} is a switch (no address)")
     proto = ctx.choice(m["proto"][1], f"{what}: proto", PROTOS)
     src = ctx.address(m["src"][1], f"{what}: src") if "src" in m else None
     if src is not None and src not in {str(ipaddress.ip_interface(a).ip)

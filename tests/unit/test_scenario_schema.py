@@ -164,3 +164,22 @@ def test_rules_text_lines_map_back_into_the_file():
         "    -A OUTPUT", "      -A OUTPUT").replace("    COMMIT", "      COMMIT")
     r = parse_scenario(text, "lab.yaml").rules[0]
     assert (r.file_line("nft", 1), r.file_line("iptables", 2)) == (9, 12)
+
+
+def test_switch_hosts_have_no_addresses():
+    text = """\
+name: t
+hosts:
+  a: {}
+  b: {}
+  sw: {switch: true}
+links:
+  - {a: 10.1.0.2/24, sw: null}
+  - {b: 10.1.0.3/24, sw: 10.1.0.4/24}
+traffic: {from: a, to: b, proto: icmp, expect: {verdict: delivered}}
+"""
+    assert error_of(text).startswith("lab.yaml:8: links: sw is a switch")
+    assert error_of(text.replace("sw: {switch: true}", "sw: {switch: true, addr: 10.1.0.9/24}")
+                    ).startswith("lab.yaml:5: host sw: a switch has no addr")
+    sc = parse_scenario(text.replace("sw: 10.1.0.4/24", "sw: null"), "lab.yaml")
+    assert sc.hosts["sw"].switch and sc.traffic[0].dst == "10.1.0.3"
