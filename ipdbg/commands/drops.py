@@ -203,10 +203,12 @@ def drops(ctx, src, dst, proto, both_directions, netns, reasons, output, count, 
                 while True:
                     wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
                     select.select([mon], [], [], wait)
-                    records = mon.poll_raw(0)
                     if raw_file is not None:
+                        records = mon.poll_raw(0)
                         raw_file.writelines(r.hex() + "\n" for r in records)
-                    events = mon.decode(records)
+                        events = mon.decode(records)
+                    else:
+                        events = mon.poll(0)
                     if any(ev.netns not in names for ev in events) and time.monotonic() - names_read_at > 1:
                         names = read_netns_names()
                         names_read_at = time.monotonic()
