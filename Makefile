@@ -55,6 +55,7 @@ bench: setup
 	$(PY) bench/rules.py
 	$(PY) bench/events.py
 	$(PY) bench/verdicts.py
+	$(PY) bench/why_probe.py
 
 clean:
 	$(MAKE) -s -C ipdbg/bpf clean

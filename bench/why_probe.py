@@ -1,0 +1,92 @@
+"""Benchmark: time from `ipdbg why-dropped --probe` starting to its printed verdict.
+
+The demo's lab (client 10.77.0.1, server 198.51.100.80:80, the seed OUTPUT DROP
+rule in the client). Each round runs the CLI as a fresh process, as a user does,
+and measures (1) wall time from spawn until the verdict is on stdout (the
+process exits right after printing it), (2) the time ipdbg reports itself
+(--debug: engines armed, verdict). Target: verdict within 2 s of start.
+Appends a "why-dropped --probe" section to bench/RESULTS.md.
+
+    sudo .venv/bin/python bench/why_probe.py [--rounds 10] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from ipdbg import traffic  # noqa: E402
+from ipdbg.commands.demo import PORT, SEED_RULES, SERVER_IP, build_demo_lab  # noqa: E402
+from ipdbg.lab import Lab  # noqa: E402
+
+TARGET_S = 2.0
+DEBUG_LINE = re.compile(r"engines ready after ([\d.]+) s, verdict after ([\d.]+) s")
+
+
+def one_round(client) -> dict:
+    argv = [os.path.join(ROOT, ".venv", "bin", "ipdbg"), "--debug", "why-dropped",
+            "--dst", f"{SERVER_IP}:{PORT}", "--probe", "--netns", client.netns]
+    with tempfile.TemporaryFile("w+") as errf:  # --debug writes libbpf's log: not a pipe
+        t0 = time.monotonic()
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=errf, text=True)
+        first = p.stdout.readline()  # the DROPPED line
+        t_line = time.monotonic() - t0
+        rest = p.stdout.read()
+        p.wait(timeout=30)
+        t_exit = time.monotonic() - t0
+        errf.seek(0)
+        err = errf.read()
+    m = DEBUG_LINE.search(err)
+    return {"ok": p.returncode == 0 and first.startswith("DROPPED") and "rule     filter/OUTPUT line 1" in rest,
+            "line": t_line, "exit": t_exit,
+            "ready": float(m.group(1)) if m else float("nan"),
+            "verdict": float(m.group(2)) if m else float("nan")}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    with Lab(prefix="bwp") as lab:
+        client, server = build_demo_lab(lab)
+        with traffic.start_listener(server.netns, "tcp", PORT):
+            client.run(["iptables-restore"], input=SEED_RULES)
+            rounds = [one_round(client) for _ in range(args.rounds)]
+    ok = sum(r["ok"] for r in rounds)
+    med = {k: statistics.median(r[k] for r in rounds) for k in ("line", "exit", "ready", "verdict")}
+    worst = max(r["line"] for r in rounds)
+    lines = [
+        "## why-dropped --probe time to verdict (bench/why_probe.py)",
+        "",
+        f"Run {time.strftime('%Y-%m-%d %H:%M:%S')}, kernel {os.uname().release}, {args.rounds} rounds "
+        f"(a fresh `ipdbg` process each), {ok}/{args.rounds} named filter/OUTPUT line 1.",
+        "",
+        "| measure | median | worst | target | median / target |",
+        "|---|---|---|---|---|",
+        f"| spawn -> DROPPED line on stdout | {med['line']:.3f} s | {worst:.3f} s | <= {TARGET_S:g} s "
+        f"| {med['line'] / TARGET_S:.2f} |",
+        f"| spawn -> exit | {med['exit']:.3f} s | {max(r['exit'] for r in rounds):.3f} s | | |",
+        f"| in-process: engines armed | {med['ready']:.3f} s | {max(r['ready'] for r in rounds):.3f} s | | |",
+        f"| in-process: verdict | {med['verdict']:.3f} s | {max(r['verdict'] for r in rounds):.3f} s | | |",
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_write:
+        with open(os.path.join(ROOT, "bench", "RESULTS.md"), "a") as f:
+            f.write("\n" + text + "\n")
+    return 0 if ok == args.rounds and worst <= TARGET_S else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
