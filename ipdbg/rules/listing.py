@@ -748,7 +748,8 @@ def _print_policy(m: Match, ctx: _Ctx) -> str:
     for opt in m.options:
         if opt.negated:
             raise _unsupported(m, detail=f"negated {opt.name}")
-        if opt.name in ("--dir", "--pol", "--reqid", "--spi", "--mode"):
+        if opt.name in ("--dir", "--pol", "--reqid", "--spi", "--mode", "--tunnel-src",
+                        "--tunnel-dst"):
             out.append(f" {opt.name[2:]} {_one(opt)}")
         elif opt.name == "--strict" and not opt.values:
             out.append(" strict")
@@ -763,20 +764,261 @@ def _print_policy(m: Match, ctx: _Ctx) -> str:
 def _print_ecn(m: Match, ctx: _Ctx) -> str:
     out = [" ECN match"]
     for opt in m.options:
-        if opt.negated:
-            raise _unsupported(m, detail=f"negated {opt.name}")
+        inv = "!" if opt.negated else ""
         if opt.name == "--ecn-tcp-cwr":
-            out.append(" CWR")
+            out.append(f" {inv}CWR")
         elif opt.name == "--ecn-tcp-ece":
-            out.append(" ECE")
-        elif opt.name == "--ecn-ip-ect":
+            out.append(f" {inv}ECE")
+        elif opt.name == "--ecn-ip-ect" and not opt.negated:
             out.append(f" ECT={_one(opt)}")
         else:
             raise _unsupported(m, detail=f"option {opt.name}")
     return "".join(out)
 
 
+def _range_text(label: str, val: str, neg: bool, full_max: int) -> str:
+    """print_spis()/print_ids() shape: " spi:!5" or " spis:1:2"; nothing for the full range."""
+    lo, sep, hi = val.partition(":")
+    inv = "!" if neg else ""
+    if not sep or lo == hi:
+        return f" {label}:{inv}{int(lo)}"
+    lo, hi = int(lo or 0), int(hi or full_max)
+    if lo == 0 and hi == full_max and not neg:
+        return ""
+    return f" {label}s:{inv}{lo}:{hi}"
+
+
+def _print_esp(m: Match, ctx: _Ctx) -> str:
+    out = " esp"
+    for opt in m.options:
+        if opt.name != "--espspi":
+            raise _unsupported(m, detail=f"option {opt.name}")
+        out += _range_text("spi", _one(opt), opt.negated, 0xFFFFFFFF)
+    return out
+
+
+def _print_ah(m: Match, ctx: _Ctx) -> str:
+    """libipt_ah.c / libip6t_ah.c ah_print() (IPv6: "length:" follows without a space)."""
+    out = " ah"
+    for opt in m.options:
+        if opt.name == "--ahspi":
+            out += _range_text("spi", _one(opt), opt.negated, 0xFFFFFFFF)
+        elif opt.name == "--ahlen" and ctx.family == 6:
+            out += f"length:{'!' if opt.negated else ''}{int(_one(opt))}"
+        elif opt.name == "--ahres" and ctx.family == 6 and not opt.negated:
+            out += " reserved"
+        else:
+            raise _unsupported(m, detail=f"option {opt.name}")
+    return out
+
+
+def _print_frag(m: Match, ctx: _Ctx) -> str:
+    """libip6t_frag.c frag_print(): " frag " then the ids without their leading space."""
+    ids, rest = "", ""
+    words = {"--fragres": " reserved", "--fragfirst": " first", "--fragmore": " more",
+             "--fraglast": " last"}
+    for opt in m.options:
+        if opt.name == "--fragid":
+            ids = _range_text("id", _one(opt), opt.negated, 0xFFFFFFFF).lstrip(" ")
+        elif opt.name == "--fraglen":
+            rest += f" length:{'!' if opt.negated else ''}{int(_one(opt))}"
+        elif opt.name in words and not opt.negated and not opt.values:
+            rest += words[opt.name]
+        else:
+            raise _unsupported(m, detail=f"option {opt.name}")
+    return " frag " + ids + rest
+
+
+def _print_rt(m: Match, ctx: _Ctx) -> str:
+    out = " rt"
+    for opt in m.options:
+        inv = "!" if opt.negated else ""
+        if opt.name == "--rt-type":
+            out += f" type:{inv}{int(_one(opt))}"
+        elif opt.name == "--rt-segsleft":
+            out += _range_text("segsleft", _one(opt), opt.negated, 0xFFFFFFFF)
+        elif opt.name == "--rt-len":
+            out += f" length:{inv}{int(_one(opt))}"
+        elif opt.name == "--rt-0-res" and not opt.negated:
+            out += " reserved"
+        else:
+            raise _unsupported(m, detail=f"option {opt.name}")
+    return out
+
+
+_IPV6HEADER_BITS = {"hop-by-hop": 0x80, "ipv6-opts": 0x40, "ipv6-route": 0x20, "ipv6-frag": 0x10,
+                    "ah": 0x08, "esp": 0x04, "ipv6-nonxt": 0x02, "protocol": 0x01}
+
+
+def _print_ipv6header(m: Match, ctx: _Ctx) -> str:
+    out, soft = "", ""
+    for opt in m.options:
+        if opt.name == "--header":
+            names = _one(opt).split(",")
+            if any(n not in _IPV6HEADER_BITS for n in names):
+                raise _unsupported(m, detail=f"header {_one(opt)}")
+            inv = "!" if opt.negated else ""
+            if ctx.numeric:
+                out = f" flags:{inv}0x{sum(_IPV6HEADER_BITS[n] for n in names):02X}"
+            else:
+                out = f" flags:{inv}{_one(opt)}"
+        elif opt.name == "--soft" and not opt.negated:
+            soft = " soft"
+        else:
+            raise _unsupported(m, detail=f"option {opt.name}")
+    return " ipv6header" + out + soft
+
+
+def _make_exthdr_printer(name: str):
+    def printer(m: Match, ctx: _Ctx) -> str:
+        out = f" {name}"
+        for opt in m.options:
+            if opt.name == f"--{name}-len":
+                out += f" length:{'!' if opt.negated else ''}{int(_one(opt))}"
+            elif opt.name == f"--{name}-opts" and not opt.negated:
+                out += f" opts {_one(opt)}"
+            else:
+                raise _unsupported(m, detail=f"option {opt.name}")
+        return out
+    return printer
+
+
+_MH_TYPES = ("binding-refresh-request", "home-test-init", "careof-test-init", "home-test",
+             "careof-test", "binding-update", "binding-acknowledgement", "binding-error")
+
+
+def _print_mh(m: Match, ctx: _Ctx) -> str:
+    if len(m.options) != 1 or m.options[0].name != "--mh-type" or m.options[0].negated:
+        raise _unsupported(m, detail="options")
+    lo, sep, hi = _one(m.options[0]).partition(":")
+    lo, hi = int(lo), int(hi) if sep else int(lo)
+    if lo == 0 and hi == 0xFF:
+        raise _unsupported(m, detail="full range")
+
+    def name(t: int) -> str:
+        return str(t) if ctx.numeric or t >= len(_MH_TYPES) else _MH_TYPES[t]
+    return f" mh {name(lo)}" if lo == hi else f" mh {name(lo)}:{name(hi)}"
+
+
+_DCCP_TYPES = ("REQUEST", "RESPONSE", "DATA", "ACK", "DATAACK", "CLOSEREQ", "CLOSE", "RESET",
+               "SYNC", "SYNCACK", "INVALID")
+
+
+def _print_dccp(m: Match, ctx: _Ctx) -> str:
+    out = " dccp"
+    for opt in m.options:
+        if opt.name in ("--sport", "--source-port"):
+            out += _tcpudp_ports("spt", opt, "dccp", ctx)
+        elif opt.name in ("--dport", "--destination-port"):
+            out += _tcpudp_ports("dpt", opt, "dccp", ctx)
+        elif opt.name == "--dccp-types" and not opt.negated:
+            names = _one(opt).split(",")
+            if any(n not in _DCCP_TYPES for n in names):
+                raise _unsupported(m, detail=f"types {_one(opt)}")
+            out += " " + (",".join(str(_DCCP_TYPES.index(n)) for n in names)
+                          if ctx.numeric else _one(opt))
+        else:
+            raise _unsupported(m, detail=f"option {opt.name}")
+    return out
+
+
+def _print_u32(m: Match, ctx: _Ctx) -> str:
+    if len(m.options) != 1 or m.options[0].name != "--u32":
+        raise _unsupported(m, detail="options")
+    opt = m.options[0]
+    return f' u32{" !" if opt.negated else ""} "{_one(opt)}"'
+
+
+def _print_string(m: Match, ctx: _Ctx) -> str:
+    """libxt_string.c string_print(): the pattern quoted as its save does (" and \\)."""
+    out = ""
+    for opt in m.options:
+        if opt.name in ("--string", "--hex-string"):
+            val = _one(opt)
+            if opt.name == "--string":
+                val = val.replace("\\", "\\\\").replace('"', '\\"')
+            out += f' STRING match {"!" if opt.negated else ""} "{val}"'
+        elif opt.negated:
+            raise _unsupported(m, detail=f"negated {opt.name}")
+        elif opt.name == "--algo":
+            out += f" ALGO name {_one(opt)}"
+        elif opt.name == "--from":
+            out += f" FROM {_one(opt)}"
+        elif opt.name == "--to":
+            out += f" TO {_one(opt)}"
+        elif opt.name == "--icase" and not opt.values:
+            out += " ICASE"
+        else:
+            raise _unsupported(m, detail=f"option {opt.name}")
+    return out
+
+
+def _ordinal(n: int) -> str:
+    suffix = {1: "st", 2: "nd", 3: "rd"}.get(n % 10 if n % 100 not in (11, 12, 13) else 0, "th")
+    return f"{n}{suffix}"
+
+
+def _print_time(m: Match, ctx: _Ctx) -> str:
+    """libxt_time.c time_print()."""
+    o = {}
+    for opt in m.options:
+        if opt.negated or opt.name in o:
+            raise _unsupported(m, detail=f"option {opt.name}")
+        o[opt.name] = opt
+    if set(o) - {"--timestart", "--timestop", "--weekdays", "--monthdays", "--datestart",
+                 "--datestop", "--kerneltz", "--contiguous"}:
+        raise _unsupported(m, detail="options")
+    out = " TIME"
+    if "--timestart" in o or "--timestop" in o:
+        start = _one(o["--timestart"]) if "--timestart" in o else "00:00:00"
+        stop = _one(o["--timestop"]) if "--timestop" in o else "23:59:59"
+        out += f" from {start} to {stop}"
+    if "--weekdays" in o:
+        out += " on " + _one(o["--weekdays"])
+    if "--monthdays" in o:
+        out += " on " + ",".join(_ordinal(int(d)) for d in _one(o["--monthdays"]).split(","))
+    if "--datestart" in o:
+        out += " starting from " + _one(o["--datestart"]).replace("T", " ")
+    if "--datestop" in o and _one(o["--datestop"]) != "2038-01-19T03:14:07":  # INT_MAX
+        out += " until date " + _one(o["--datestop"]).replace("T", " ")
+    if "--kerneltz" not in o:
+        out += " UTC"
+    if "--contiguous" in o:
+        out += " contiguous"
+    return out
+
+
+def _print_cgroup(m: Match, ctx: _Ctx) -> str:
+    if len(m.options) != 1 or m.options[0].name != "--cgroup" or m.options[0].negated:
+        raise _unsupported(m, detail="options")
+    return f" cgroup {_one(m.options[0])}"
+
+
+def _print_cluster(m: Match, ctx: _Ctx) -> str:
+    o = {opt.name: opt for opt in m.options}
+    if set(o) != {"--cluster-local-nodemask", "--cluster-total-nodes", "--cluster-hash-seed"} \
+            or any(x.negated for x in m.options):
+        raise _unsupported(m, detail="options")
+    return (f" cluster node_mask={_one(o['--cluster-local-nodemask'])} "
+            f"total_nodes={_one(o['--cluster-total-nodes'])} "
+            f"hash_seed={_one(o['--cluster-hash-seed'])}")
+
+
 MATCH_PRINTERS = {
+    "esp": _print_esp,
+    "ah": _print_ah,
+    "frag": _print_frag,
+    "rt": _print_rt,
+    "ipv6header": _print_ipv6header,
+    "hbh": _make_exthdr_printer("hbh"),
+    "dst": _make_exthdr_printer("dst"),
+    "mh": _print_mh,
+    "dccp": _print_dccp,
+    "u32": _print_u32,
+    "string": _print_string,
+    "time": _print_time,
+    "cgroup": _print_cgroup,
+    "cluster": _print_cluster,
     "hashlimit": _print_hashlimit,
     "connlimit": _print_connlimit,
     "quota": _print_quota,
@@ -1045,9 +1287,9 @@ def _t_set(parts: RuleParts, ctx: _Ctx) -> str:
 def _t_tproxy(parts: RuleParts, ctx: _Ctx) -> str:
     o = _opts(parts)
     _only(parts, o, {"--on-port", "--on-ip", "--tproxy-mark"})
-    if ctx.family != 4 or "--on-port" not in o:
-        raise UnsupportedExtension("target", "TPROXY", "IPv6 or no --on-port")
-    ip = _one(o["--on-ip"]) if "--on-ip" in o else "0.0.0.0"
+    if "--on-port" not in o:
+        raise UnsupportedExtension("target", "TPROXY", "no --on-port")
+    ip = _one(o["--on-ip"]) if "--on-ip" in o else ("0.0.0.0" if ctx.family == 4 else "::")
     mark, _, mask = (_one(o["--tproxy-mark"]) if "--tproxy-mark" in o else "0x0/0x0").partition("/")
     mask = mask or "0xffffffff"
     return (f" TPROXY redirect {ip}:{int(_one(o['--on-port']))} "

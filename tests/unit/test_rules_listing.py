@@ -26,7 +26,7 @@ RESOLVER = read_files_resolver(RECORDED / "etc")
 
 # Extensions we do not render natively: listing them must raise UnsupportedExtension
 # (the caller then runs the system's iptables -L). Everything else must match.
-FALLBACK = {"devgroup", "frag", "hashlimit", "ipv6header", "rt", "string", "time", "u32"}
+FALLBACK = {"connlabel", "devgroup", "eui64", "hashlimit", "realm", "sctp"}
 
 
 def render(ruleset, args: list[str], resolver=RESOLVER) -> str:
@@ -84,15 +84,20 @@ def test_fallbacks_only_where_expected():
 
 
 def test_unsupported_chain_raises_but_other_chains_render():
-    data, ruleset = load(RECORDED / "31-unsupported.nft.json")
+    data, ruleset = load(RECORDED / "40-misc-matches.nft.json")
     with pytest.raises(UnsupportedExtension) as exc:
         format_list(ruleset, "filter", "INPUT", numeric=True)
-    assert exc.value.name == "u32" and exc.value.kind == "match"
+    # the first rule we cannot render: SCTP chunk types
+    assert exc.value.name == "sctp" and exc.value.kind == "match"
+    assert "chunk-types" in exc.value.message
+    with pytest.raises(UnsupportedExtension):
+        format_list(ruleset, "filter", numeric=True, verbose=True)  # whole table
     expected = next(r["output"] for r in data["outputs"]
-                    if r["args"] == ["-t", "filter", "-L", "OTHER"])
-    assert format_list(ruleset, "filter", "OTHER", resolver=RESOLVER) == expected
+                    if r["args"] == ["-t", "filter", "-L", "OUTPUT"])
+    assert format_list(ruleset, "filter", "OUTPUT", resolver=RESOLVER) == expected
     # -S never needs extension printers.
-    assert format_rules_S(ruleset, "filter").count("\n-A ") >= 4
+    expected = next(r["output"] for r in data["outputs"] if r["args"] == ["-t", "filter", "-S"])
+    assert format_rules_S(ruleset, "filter") == expected
 
 
 def test_numeric_listing_makes_no_lookups():
