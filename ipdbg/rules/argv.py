@@ -13,6 +13,8 @@ after ``-A/-I/-R/-D/-C`` it belongs to the rule. ``--output`` is always ours.
 
 from __future__ import annotations
 
+import re
+
 from ..errors import UsageError
 
 # Plain classes, not dataclasses: `ipdbg rules -L` imports this module at start-up
@@ -63,14 +65,16 @@ class _Record:
     _fields: dict = {}
 
     def __init__(self, **kw):
-        for name, default in self._fields.items():
-            setattr(self, name, kw.pop(name) if name in kw else
-                    (default() if callable(default) else default))
-        if kw:
-            raise TypeError(f"unknown fields {sorted(kw)}")
+        if not kw.keys() <= self._fields.keys():
+            raise TypeError(f"unknown fields {sorted(kw.keys() - self._fields.keys())}")
+        self.__dict__.update(self._fields)  # defaults are immutable values
+        self.__dict__.update(kw)
 
     def replace(self, **kw):
-        return type(self)(**{**{n: getattr(self, n) for n in self._fields}, **kw})
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(kw)
+        return new
 
     def __eq__(self, other):
         return type(self) is type(other) and all(
@@ -124,9 +128,13 @@ def _bad(msg: str, hint: str | None = None) -> UsageError:
     return UsageError(msg, hint or "see `ipdbg rules --help` (it takes iptables' own syntax)")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_IPV4 = re.compile(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?:/(\d{1,2}))?")
+
+
 def _check_token(tok: str) -> None:
     # A newline would start a new line of the restore batch: never let one through.
-    if any(ord(c) < 32 or ord(c) == 127 for c in tok):
+    if _CONTROL.search(tok):
         raise _bad(f"control character in argument {tok!r}",
                    "rule specs, chain names and comments must be one line of printable text")
 
@@ -155,7 +163,12 @@ def parse_line_number(tok: str, what: str = "line number") -> int:
 
 
 def _check_address(tok: str, family: int, opt: str) -> None:
+    if family == 4:  # the common case without the ipaddress module
+        m = _IPV4.fullmatch(tok)
+        if m and all(int(o) <= 255 for o in m.groups()[:4]) and int(m.group(5) or 0) <= 32:
+            return
     import ipaddress
+
     for part in tok.split(","):
         addr = part
         try:
@@ -434,7 +447,7 @@ def parse_batch(text: str, defaults: Invocation) -> tuple[RulesCommand, ...]:
         if not line or line.startswith("#"):
             continue
         try:
-            toks = shlex.split(line, comments=False)
+            toks = shlex.split(line) if any(c in line for c in "\"'\\") else line.split()
         except ValueError as exc:
             raise _bad(f"batch line {n}: {exc}", "check the quotes on that line") from None
         try:
