@@ -1368,6 +1368,9 @@ TARGET_PRINTERS = {
 
 
 def _lookup(ruleset: Ruleset, table: str, chain: str | None) -> tuple[Table, list[Chain]]:
+    if table in ruleset.incompatible:
+        # iptables itself prints a warning line and what it can: let it.
+        raise UnsupportedExtension("table", table, ruleset.incompatible[table])
     t = ruleset.tables.get(table)
     if t is None:
         cmd = "ip6tables" if ruleset.family == 6 else "iptables"

@@ -80,7 +80,8 @@ class Rule:
 
     ``parts`` is computed from ``spec`` on first use when not given (``parse_save``
     leaves it to then: listing 20,000 rules by line number, or with -S, never needs
-    it). A spec that does not parse raises ``UsageError`` at that point.
+    it). A spec that does not parse raises ``UsageError`` at that point. A copy with
+    another spec needs ``parts=None`` (``dataclasses.replace(rule, spec=s, parts=None)``).
     """
 
     spec: str
@@ -130,3 +131,6 @@ class Table:
 class Ruleset:
     family: int  # 4 or 6
     tables: dict[str, Table] = field(default_factory=dict)
+    # iptables-nft-save's "# Table `T' ... use 'nft' tool" lines: tables that hold
+    # rules or base chains iptables cannot show (listing them falls back to iptables).
+    incompatible: dict[str, str] = field(default_factory=dict)

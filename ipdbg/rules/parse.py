@@ -223,6 +223,11 @@ def parse_save(text: str, family: int) -> Ruleset:
     chains: dict[str, Chain] = {}
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line or line[0] == "#":
+            if line.startswith("# Table `") and "'" in line[9:]:
+                # iptables-nft-save: "# Table `filter' contains incompatible base-chains,
+                # use 'nft' tool to list them." (or "is incompatible, use 'nft' tool.")
+                name = line[9:line.index("'", 9)]
+                ruleset.incompatible[name] = line[2:]
             continue
         c = line[0]
         if c == "[" or c == "-":
