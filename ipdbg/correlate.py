@@ -486,12 +486,15 @@ class Correlator:
             return list(self._accepted.values())
         if flt is None:
             return []
+        watched = list(watched)
+        label = ", ".join(self.netns_labels.get(i, str(i)) for i in watched)
+        if len(watched) > 3:
+            label = f"{len(watched)} namespaces"
         return [Explanation(VERDICT_UNSEEN, format_filter_key(flt), count=0,
-                            netns_label=", ".join(self.netns_labels.get(i, str(i))
-                                                  for i in watched),
+                            netns_label=label,
                             filter_text=format_filter_text(flt),
-                            note="no packet matching the filter was seen by netfilter "
-                                 "or dropped by the kernel")]
+                            note="in the watched netns, no matching packet went through a "
+                                 "chain with rules, and the kernel dropped none")]
 
     @property
     def blocking_count(self) -> int:

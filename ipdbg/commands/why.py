@@ -234,4 +234,9 @@ def why_dropped(ctx, dst, src, proto, iface, netns, pid, all_netns, output, read
     if not inv.blocking:
         seen = "matching packets were seen but not dropped" if any(
             e.verdict == "accepted" for e in inv.explanations) else "no matching packet was seen"
-        raise NoMatchError(f"nothing matching was dropped within {timeout:g} s ({seen})")
+        hint = None
+        if inv.probe_result not in (None, "connected", "reply", "sent") and not all_netns:
+            # The probe did not get through, yet nothing we watch dropped it.
+            hint = (f"the probe got `{inv.probe_result}`: the packet may be dropped in a netns "
+                    "not watched (a router, the server): add --netns for it, or --all-netns")
+        raise NoMatchError(f"nothing matching was dropped within {timeout:g} s ({seen})", hint)
