@@ -252,6 +252,19 @@ class DropMonitor:
         buf, recs = self._ring.read()
         return self._decoder.decode_buffer(buf, recs)
 
+    def discard_pending(self) -> int:
+        """Consume what is still in the ring without decoding it; return how many
+        events that was (an exiting ``ipdbg drops`` reports them as unread)."""
+        n = 0
+        while True:
+            if self.ring_reader == "libbpf":
+                got = len(self._ring.consume())
+            else:
+                got = len(self._ring.read(max_bytes=1 << 24)[1])
+            if not got:
+                return n
+            n += got
+
     def decode(self, records: list[bytes]) -> list[DropEvent]:
         return self._decoder.decode_many(records)
 

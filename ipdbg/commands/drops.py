@@ -117,18 +117,21 @@ class Summary:
         else:
             self.replies[ev.kind] += 1
 
-    def to_json(self, lost: int) -> dict:
+    def to_json(self, lost: int, unread: int = 0) -> dict:
         return {"summary": {
             "drops": self.drops,
             "lost": lost,
+            "unread": unread,
             "by_reason": dict(self.by_reason.most_common()),
             "by_location": [{"reason": r, "location": loc, "count": n}
                             for (r, loc), n in self.by_place.most_common()],
             "replies": dict(self.replies),
         }}
 
-    def format_text(self, lost: int) -> str:
+    def format_text(self, lost: int, unread: int = 0) -> str:
+        """``lost``: the ring buffer was full; ``unread``: still in it when we stopped."""
         lines = [f"-- {self.drops} drops, {lost} events lost"
+                 + (f", {unread} unread at exit" if unread else "")
                  + "".join(f", {n} {k}" for k, n in sorted(self.replies.items()))]
         for (reason, loc), n in self.by_place.most_common():
             lines.append(f"{n:>9}  {reason}  {loc}")
@@ -183,7 +186,6 @@ def drops(ctx, src, dst, proto, both_directions, netns, reasons, output, count, 
     require_caps([CAP_BPF, CAP_PERFMON], "ipdbg drops")
 
     names = read_netns_names()
-    names_read_at = time.monotonic()
     mono_to_wall = time.time() - time.monotonic()
     summary = Summary()
     out = sys.stdout
@@ -199,37 +201,15 @@ def drops(ctx, src, dst, proto, both_directions, netns, reasons, output, count, 
                 with open(ready_file + ".tmp", "w") as f:
                     f.write(" ".join(mon.attached) + "\n")
                 os.replace(ready_file + ".tmp", ready_file)
+            stop = _StopSignals()
             try:
-                while True:
-                    wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
-                    select.select([mon], [], [], wait)
-                    if raw_file is not None:
-                        records = mon.poll_raw(0)
-                        raw_file.writelines(r.hex() + "\n" for r in records)
-                        events = mon.decode(records)
-                    else:
-                        events = mon.poll(0)
-                    if any(ev.netns not in names for ev in events) and time.monotonic() - names_read_at > 1:
-                        names = read_netns_names()
-                        names_read_at = time.monotonic()
-                    lines = []
-                    done = False
-                    for ev in events:
-                        summary.add(ev)
-                        if output == "json":
-                            lines.append(json.dumps(format_drop_json(ev, names, mono_to_wall)))
-                        else:
-                            lines.append(format_drop_text(ev, names, mono_to_wall))
-                        if count is not None and summary.drops >= count:
-                            done = True
-                            break
-                    if lines:
-                        out.write("\n".join(lines) + "\n")
-                        out.flush()
-                    if done or (deadline is not None and time.monotonic() >= deadline):
-                        break
+                with stop:
+                    _loop(mon, stop, out, output, summary, count, deadline, raw_file, names,
+                          mono_to_wall)
             finally:
                 _write_summary(out, output, summary, mon)
+            if stop.signum is not None:
+                raise Interrupted(f"interrupted by signal {stop.signum}")
     except KeyboardInterrupt:
         raise Interrupted("interrupted") from None
     finally:
@@ -237,16 +217,99 @@ def drops(ctx, src, dst, proto, both_directions, netns, reasons, output, count, 
             raw_file.close()
 
 
+class _StopSignals:
+    """SIGINT/SIGTERM only set a flag (and wake select() through a pipe), so a
+    batch already taken from the ring is always printed and counted: printed +
+    lost + unread equals what the kernel reported. Outside the main thread (no
+    signal handlers there) this does nothing."""
+
+    def __init__(self):
+        self.signum = None
+        self.rfd = self.wfd = None
+        self._old = {}
+        self._old_wakeup = None
+
+    def __enter__(self):
+        import signal
+
+        try:
+            self.rfd, self.wfd = os.pipe()
+            os.set_blocking(self.wfd, False)
+            self._old_wakeup = signal.set_wakeup_fd(self.wfd)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread
+            self._restore()
+        return self
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+
+    def fds(self) -> list[int]:
+        return [self.rfd] if self._old else []
+
+    def _restore(self):
+        import signal
+
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        if self._old_wakeup is not None:
+            signal.set_wakeup_fd(self._old_wakeup)
+        self._old = {}
+        for fd in (self.rfd, self.wfd):
+            if fd is not None:
+                os.close(fd)
+        self.rfd = self.wfd = None
+
+    def __exit__(self, *exc):
+        self._restore()
+
+
+def _loop(mon, stop, out, output, summary, count, deadline, raw_file, names, mono_to_wall):
+    from ..netns import read_netns_names
+
+    names_read_at = time.monotonic()
+    while stop.signum is None:
+        wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
+        select.select([mon] + stop.fds(), [], [], wait)
+        if raw_file is not None:
+            records = mon.poll_raw(0)
+            raw_file.writelines(r.hex() + "\n" for r in records)
+            events = mon.decode(records)
+        else:
+            events = mon.poll(0)
+        if any(ev.netns not in names for ev in events) and time.monotonic() - names_read_at > 1:
+            names.update(read_netns_names())
+            names_read_at = time.monotonic()
+        lines = []
+        done = False
+        for ev in events:
+            summary.add(ev)
+            if output == "json":
+                lines.append(json.dumps(format_drop_json(ev, names, mono_to_wall)))
+            else:
+                lines.append(format_drop_text(ev, names, mono_to_wall))
+            if count is not None and summary.drops >= count:
+                done = True
+                break
+        if lines:
+            out.write("\n".join(lines) + "\n")
+            out.flush()
+        if done or (deadline is not None and time.monotonic() >= deadline):
+            return
+
+
 def _write_summary(out, output: str, summary: Summary, mon) -> None:
     try:
         lost = mon.lost
+        unread = mon.discard_pending()
     except Exception:
-        lost = -1
+        lost, unread = -1, 0
     try:
         if output == "json":
-            out.write(json.dumps(summary.to_json(lost)) + "\n")
+            out.write(json.dumps(summary.to_json(lost, unread)) + "\n")
         else:
-            out.write(summary.format_text(lost) + "\n")
+            out.write(summary.format_text(lost, unread) + "\n")
         out.flush()
     except BrokenPipeError:
         pass

@@ -227,3 +227,5 @@ def test_text_and_json_rendering():
     assert summ["by_reason"]["NETFILTER_DROP"] == 3
     assert summ["replies"] == {"icmp_send": 2, "tcp_send_reset": 1}
     assert s.format_text(5).splitlines()[0] == "-- 7 drops, 5 events lost, 2 icmp_send, 1 tcp_send_reset"
+    assert s.format_text(0, unread=3).splitlines()[0].startswith("-- 7 drops, 0 events lost, 3 unread at exit")
+    assert s.to_json(0, unread=3)["summary"]["unread"] == 3
