@@ -210,6 +210,8 @@ class TraceSession:
             for pf, name in ns.saved_loggers.items():
                 try:
                     nflog.restore_nf_log(ns.path, pf, name)
+                except IpdbgError:  # the netns is gone: nothing left to restore
+                    pass
                 except OSError as e:
                     errors.append(f"echo {name} > /proc/sys/net/netfilter/nf_log/{pf} "
                                   f"(in netns {ns.path or 'host'}): {e}")
