@@ -241,3 +241,25 @@ def test_netlink_overruns_are_counted_as_lost(lab, monkeypatch):
         assert 0 < len(events) < 1000
         # per packet: our rule's event and the user's rule's event; each one received or counted
         assert ts.lost + len(events) == 1000
+
+
+def test_bridge_family_traces_bridged_packets(lab):
+    a, sw, c = lab.add_host("a"), lab.add_host("sw"), lab.add_host("c")
+    lab.link(a, sw, "10.78.5.1/24", None)
+    lab.link(c, sw, "10.78.5.3/24", None)
+    sw.run(["ip", "link", "add", "br0", "type", "bridge"])
+    for port in ("eth0", "eth1"):
+        sw.run(["ip", "link", "set", port, "master", "br0"])
+    sw.run(["ip", "link", "set", "br0", "up"])
+    sw.run(["nft", "-f", "-"], input="""table bridge f {
+  chain fw { type filter hook forward priority 0; policy accept;
+    ip daddr 10.78.5.3 udp dport 6500 drop
+  }
+}
+""")
+    with TraceSession([sw.netns], build_filter(dst="10.78.5.3", proto="udp"), bridge=True, legacy=False) as ts:
+        assert "table bridge ipdbg_" in sw.run(["nft", "list", "tables"]).stdout
+        p, _ = trace_until(ts, final("drop", 6500), lambda: traffic.send_udp(a.netns, "10.78.5.3", 6500))
+        ref = p.decided_by.rule
+        assert (p.decided_by.family, ref.table, ref.chain, ref.line) == ("bridge", "f", "fw", 1)
+        assert ref.text == "ip daddr 10.78.5.3 udp dport 6500 drop"
