@@ -22,7 +22,7 @@ def decode_row(r):
     return decode_trace(raw) if r["kind"] == "trace" else decode_nflog(raw)
 
 
-@pytest.mark.parametrize("name", ["iptnft_v4", "nft_inet", "legacy"])
+@pytest.mark.parametrize("name", ["iptnft_v4", "nft_inet", "legacy", "conntrack"])
 def test_every_recorded_message_decodes_to_its_expected_value(name):
     rows = load(name)
     assert rows
@@ -144,3 +144,16 @@ def test_fast_event_equals_the_dataclass_constructor():
     ev = decode_row(load("iptnft_v4")[0])
     again = type(ev)(**dataclasses.asdict(ev) | {"key": ev.key})
     assert ev == again and hash(ev) == hash(again)
+
+
+def test_conntrack_attributes_6_16():
+    # conntrack.ruleset: output handle 3 "ct state new counter", input handle 4 "ct state established,related accept"
+    evs = [e for e in events("conntrack") if e.table == "conn"]
+    new = [e for e in evs if e.handle == 3]
+    est = [e for e in evs if e.handle == 4]
+    assert len(new) == 1 and len(est) == 1
+    assert new[0].ct["state"] == ["new"] and new[0].ct["direction"] == "original"
+    assert est[0].ct["state"] == ["established"] and est[0].ct["direction"] == "reply"
+    assert new[0].ct["id"] == est[0].ct["id"]  # the echo and its reply: one conntrack entry
+    assert est[0].ct["status"] & 0x8  # IPS_CONFIRMED
+    assert all(e.ct == {} for e in evs if e.handle is None)  # only rule events carry them here
