@@ -20,7 +20,10 @@ RCVBUF = 64 << 20  # trace bursts: 20k packets/s x ~4 messages x ~300 bytes, wit
 def open_nfnl(netns: str | None, groups: tuple[int, ...] = (), rcvbuf: int = 0) -> socket.socket:
     """A NETLINK_NETFILTER socket bound in ``netns`` (it stays there), joined to ``groups``."""
     with enter_netns(netns):
-        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, nl.NETLINK_NETFILTER)
+        try:
+            s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, nl.NETLINK_NETFILTER)
+        except OSError as e:
+            raise KernelError(f"netlink socket: {e.strerror}", "is nfnetlink available in this kernel?") from None
     try:
         if rcvbuf:
             try:
@@ -35,15 +38,20 @@ def open_nfnl(netns: str | None, groups: tuple[int, ...] = (), rcvbuf: int = 0) 
     except PermissionError as e:
         s.close()
         raise PrivilegeError(f"netlink: {e.strerror}", "tracing needs root (CAP_NET_ADMIN)") from None
-    except OSError:
+    except OSError as e:
         s.close()
-        raise
+        raise KernelError(f"netlink socket (groups {list(groups)}): {e.strerror}") from None
     return s
 
 
 def talk(s: socket.socket, data: bytes, acks: list[int], what: str, timeout: float = 5.0) -> None:
     """Send a request (or batch) and wait for every ACK in ``acks``; raise on the first error."""
-    s.sendall(data) if hasattr(s, "sendall") else s.send(data)
+    try:
+        s.send(data)  # netlink processes a request (or a whole batch) in the sender's context
+    except PermissionError as e:
+        raise PrivilegeError(f"{what}: {e.strerror}", "tracing needs root (CAP_NET_ADMIN)") from None
+    except OSError as e:
+        raise KernelError(f"{what}: {e.strerror}") from None
     want = set(acks)
     poller = select.poll()
     poller.register(s.fileno(), select.POLLIN)
