@@ -90,6 +90,40 @@ def accounting(lab, a, b, exe: str, seconds: float, rate: int) -> dict:
             "consumer_busy_s": (last - first) if first else 0.0}
 
 
+def cli_accounting(a, b, exe: str, seconds: float, rate: int) -> dict:
+    """The same paced flood read by `ipdbg drops` itself (text lines to a file)."""
+    before = rule_packets(b, MATCHED)
+    with tempfile.TemporaryDirectory(prefix="ipdbg-bench-") as tmp:
+        out_path, ready = os.path.join(tmp, "out"), os.path.join(tmp, "ready")
+        with open(out_path, "w") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "ipdbg.cli", "drops", "--dst", f"{B_ADDR}:{MATCHED}",
+                                     "--netns", b.netns, "--ready-file", ready], stdout=out,
+                                    stderr=subprocess.DEVNULL)
+            while not os.path.exists(ready):
+                if proc.poll() is not None:
+                    raise RuntimeError("ipdbg drops did not start")
+                time.sleep(0.05)
+            _, dur = run_flood(a, exe, MATCHED, seconds, rate)
+            size, stable_since = -1, time.monotonic()
+            while time.monotonic() - stable_since < 0.5 and time.monotonic() - stable_since < 10:
+                now = os.path.getsize(out_path)
+                if now != size:
+                    size, stable_since = now, time.monotonic()
+                time.sleep(0.1)
+            proc.terminate()
+            proc.wait(timeout=60)
+        with open(out_path) as f:
+            lines = f.read().splitlines()
+    kernel = rule_packets(b, MATCHED) - before
+    summary = next(ln for ln in reversed(lines) if ln.startswith("-- "))
+    m = re.match(r"-- (\d+) drops, (\d+) events lost(?:, (\d+) unread at exit)?", summary)
+    printed, lost, unread = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+    event_lines = sum(1 for ln in lines if f":{MATCHED}  NETFILTER_DROP" in ln)
+    return {"kernel_drops": kernel, "printed": printed, "lines": event_lines, "lost": lost,
+            "unread": unread, "accounted": printed + lost + unread == kernel and event_lines == printed,
+            "drop_rate": kernel / dur}
+
+
 class Attached:
     """`ipdbg drops ...` running as a subprocess, attached (ready file written)."""
 
@@ -168,6 +202,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=10, help="interleaved pairs per overhead measure")
     ap.add_argument("--pair-seconds", type=float, default=1.0, help="length of one overhead run")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--write-results", action="store_true",
+                    help="put the table in bench/RESULTS.md (between the drops markers)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/events.py needs root (namespaces, BPF)", file=sys.stderr)
@@ -181,20 +217,50 @@ def main() -> int:
             b.run(["iptables", "-A", "INPUT", "-p", "udp", "--dport", str(port), "-j", "DROP"])
         results["accounting_paced"] = accounting(lab, a, b, exe, args.seconds, args.rate)
         results["accounting_unpaced"] = accounting(lab, a, b, exe, args.seconds, 0)
+        results["cli_paced"] = cli_accounting(a, b, exe, args.seconds, args.rate)
         results["overhead_excluded_flood"] = overhead_excluded(a, b, exe, args.pair_seconds, args.runs)
         results["accepted_tcp_iperf3"] = overhead_accepted(a, b, args.pair_seconds, args.runs)
     if args.json:
         print(json.dumps(results, indent=1))
-    print(format_results(results, args))
+    text = format_results(results, args)
+    print(text)
+    if args.write_results:
+        write_results(os.path.join(HERE, "RESULTS.md"), text)
     return 0
+
+
+BEGIN, END = "<!-- drops:begin -->", "<!-- drops:end -->"
+
+
+def write_results(path: str, text: str) -> None:
+    """Replace our section of RESULTS.md (or append it); other sections stay."""
+    try:
+        with open(path) as f:
+            old = f.read()
+    except FileNotFoundError:
+        old = ""
+    block = f"{BEGIN}\n{text}\n{END}\n"
+    if BEGIN in old and END in old:
+        new = old[:old.index(BEGIN)] + block + old[old.index(END) + len(END):].lstrip("\n")
+    else:
+        new = old.rstrip("\n") + ("\n\n" if old else "") + block
+    with open(path, "w") as f:
+        f.write(new)
 
 
 def format_results(r: dict, args) -> str:
     p, u = r["accounting_paced"], r["accounting_unpaced"]
     o, t = r["overhead_excluded_flood"], r["accepted_tcp_iperf3"]
+    c = r["cli_paced"]
+    load = os.getloadavg()[0]
     lines = [
-        f"## drops (bench/events.py, {time.strftime('%Y-%m-%d')}, kernel {os.uname().release}, "
-        f"{os.cpu_count()} CPUs, --seconds {args.seconds:g} --rate {args.rate} --runs {args.runs} --pair-seconds {args.pair_seconds:g})",
+        "## drops (bench/events.py)",
+        "",
+        f"Run {time.strftime('%Y-%m-%d %H:%M:%S')}, kernel {os.uname().release}, {os.cpu_count()} CPUs, "
+        f"`--seconds {args.seconds:g} --rate {args.rate} --runs {args.runs} --pair-seconds {args.pair_seconds:g}`; "
+        f"load average at the end {load:.1f} (other work shares the machine). Flood: bench/flood.c "
+        "(sendmmsg UDP, lab netns a -> b, dropped by an iptables rule in b); consumer: DropMonitor "
+        "(mmap ring reader, batch decode into DropEvent) in the bench process.",
         "",
         "| measure | value | target |",
         "|---|---|---|",
@@ -206,6 +272,9 @@ def format_results(r: dict, args) -> str:
         f"| unpaced: received/s, lost | {u['received_per_s']:,.0f}, {u['lost']:,} | |",
         f"| unpaced: received + lost = kernel drops | {u['received']:,} + {u['lost']:,} = {u['kernel_drops']:,}"
         f" ({'yes' if u['accounted'] else 'NO'}) | equal |",
+        f"| `ipdbg drops` (text to a file), paced flood: printed + lost + unread = kernel drops | "
+        f"{c['printed']:,} + {c['lost']:,} + {c['unread']:,} = {c['kernel_drops']:,} "
+        f"({'yes' if c['accounted'] else 'NO'}) at {c['drop_rate']:,.0f} drops/s | equal |",
         f"| excluded flood pps, without / with ipdbg drops (medians of {o['runs']} ABBA pairs) | "
         f"{o['without']:,.0f} / {o['with']:,.0f}; median pair ratio **{o['ratio']:.3f}** | >= 0.95 |",
         f"| iperf3 TCP bit/s, without / with ipdbg drops (medians of {t['runs']} ABBA pairs) | "

@@ -62,6 +62,8 @@ TIERS: dict[str, dict] = {
     },
 }
 ALL_KINDS = ("kfree_skb", "icmp_send", "tcp_send_reset")
+# tiers whose drops come from another tier's programs (until they have their own)
+SHARED_DROP_TIERS = {"fentry": "tracepoint", "kprobe": "tracepoint"}
 
 
 def resolve_reasons(names: list[str] | tuple[str, ...], enum_values: dict[str, int]) -> list[int]:
@@ -93,8 +95,11 @@ class DropMonitor:
         for k in self.kinds:
             if k not in ALL_KINDS:
                 raise UsageError(f"unknown event kind {k!r}", "use: " + ", ".join(ALL_KINDS))
+        # The fentry and kprobe tiers see drops with the same tracepoint programs
+        # (architecture.md, "Engines"); they add rule programs elsewhere.
+        tier = SHARED_DROP_TIERS.get(tier, tier)
         if tier not in TIERS:
-            raise KernelError(f"the {tier} tier has no drop programs yet")
+            raise UsageError(f"unknown engine tier {tier!r}", "use one of: " + ", ".join(TIERS))
         self.tier = tier
         self.debug = debug
         self.ringbuf_bytes = ringbuf_bytes
