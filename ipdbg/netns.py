@@ -14,15 +14,14 @@ from .errors import KernelError, NotFoundError
 NETNS_RUN_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
 
-_libc = None  # loaded on first setns(): find_library() runs ldconfig, too slow for start-up
+_libc = None  # on first setns(); find_library() would run ldconfig, too slow for start-up
 
 
 def _load_libc():
     global _libc
     if _libc is None:
-        import ctypes.util
-
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # the C library this process already runs on (glibc: setns since 2.14)
+        _libc = ctypes.CDLL(None, use_errno=True)
     return _libc
 
 
