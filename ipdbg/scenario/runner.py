@@ -89,7 +89,13 @@ def build_lab(lab: Lab, sc: Scenario) -> None:
     """Hosts, links, addresses, sysctls, routes, in that order (sysctls on an
     interface need the interface; routes need the addresses)."""
     for name in sc.hosts:
-        lab.add_host(name)
+        host = lab.add_host(name)
+        # No duplicate address detection on the lab's links: while a new link's
+        # link-local address is tentative (about a second), a router here (6.18)
+        # left its next hop's neighbour entry INCOMPLETE and IPv6 forwarded
+        # through it was lost; lab.py's `nodad` covers only the global addresses.
+        host.run(["sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0",
+                  "net.ipv6.conf.default.accept_dad=0"])
     placed: set[str] = set()
     ports: dict[str, list[str]] = {}  # switch host -> its interfaces
     for link in sc.links:
