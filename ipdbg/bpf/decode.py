@@ -184,6 +184,39 @@ class EventDecoder:
         return out
 
 
+# include/uapi/linux/bpf.h: BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, BPF_RINGBUF_HDR_SZ
+RINGBUF_BUSY = 1 << 31
+RINGBUF_DISCARD = 1 << 30
+RINGBUF_HDR = 8
+
+
+def parse_ring_records(buf: bytes) -> tuple[list[tuple[int, int]], int]:
+    """Walk a slice of a BPF ring buffer's data area, starting at the consumer
+    position: ([(offset, length) of each committed record], bytes consumed).
+
+    Each record is a u32 length (bit 31: still being written, bit 30:
+    discarded), a u32 page offset, then the data, padded to 8 bytes
+    (kernel/bpf/ringbuf.c). Stops at the first busy record and at a record cut
+    by the end of ``buf``; discarded records are consumed but not returned.
+    """
+    recs = []
+    off = 0
+    avail = len(buf)
+    unpack = struct.unpack_from
+    flags = RINGBUF_BUSY | RINGBUF_DISCARD
+    while off + RINGBUF_HDR <= avail:
+        hdr = unpack("=I", buf, off)[0]
+        if hdr & RINGBUF_BUSY:
+            break
+        n = hdr & ~flags
+        if off + RINGBUF_HDR + n > avail:
+            break
+        if not hdr & RINGBUF_DISCARD:
+            recs.append((off + RINGBUF_HDR, n))
+        off += (n + RINGBUF_HDR + 7) & ~7
+    return recs, off
+
+
 def decode_drop_event(rec: bytes, reason_names: dict[int, str] | None = None,
                       symbolize: Callable[[int], str] | None = None) -> DropEvent:
     """One ring-buffer record -> DropEvent."""

@@ -392,10 +392,6 @@ class MmapRing:
     engine uses ``RingBuffer`` (libbpf, with the proper acquire loads) instead.
     """
 
-    BUSY = 1 << 31
-    DISCARD = 1 << 30
-    HDR = 8
-
     def __init__(self, ring_map: "Map", size: int):
         import mmap
 
@@ -445,22 +441,11 @@ class MmapRing:
             return b"", []
         start = self.page + (cons & self.mask)
         buf = self._prod[start:start + avail]
-        recs = []
-        off = 0
-        unpack = struct.unpack_from
-        busy, discard = self.BUSY, self.DISCARD
-        while off + 8 <= avail:
-            hdr = unpack("=I", buf, off)[0]
-            if hdr & busy:
-                break
-            n = hdr & ~(busy | discard)
-            if off + 8 + n > avail:  # cut by max_bytes: the next call takes it
-                break
-            if not hdr & discard:
-                recs.append((off + 8, n))
-            off += (n + 8 + 7) & ~7
-        if off:
-            struct.pack_into("=Q", self._cons, 0, cons + off)
+        from .decode import parse_ring_records
+
+        recs, used = parse_ring_records(buf)
+        if used:
+            struct.pack_into("=Q", self._cons, 0, cons + used)
         return buf, recs
 
     def close(self) -> None:

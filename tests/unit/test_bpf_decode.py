@@ -229,3 +229,39 @@ def test_text_and_json_rendering():
     assert s.format_text(5).splitlines()[0] == "-- 7 drops, 5 events lost, 2 icmp_send, 1 tcp_send_reset"
     assert s.format_text(0, unread=3).splitlines()[0].startswith("-- 7 drops, 0 events lost, 3 unread at exit")
     assert s.to_json(0, unread=3)["summary"]["unread"] == 3
+
+
+# -- ring-buffer batches (the kernel's record framing, kernel/bpf/ringbuf.c) ----------
+
+def _framed(payload: bytes, flags: int = 0) -> bytes:
+    pad = (-(len(payload) + 8)) % 8
+    return struct.pack("=II", len(payload) | flags, 0) + payload + b"\0" * pad
+
+
+def test_ring_batch_of_recorded_records():
+    fx = fixture()
+    raw = [bytes.fromhex(r["hex"]) for r in fx["records"]]
+    buf = b"".join(_framed(r) for r in raw)
+    recs, used = decode.parse_ring_records(buf)
+    assert used == len(buf) == len(raw) * 120
+    assert recs == [(i * 120 + 8, 112) for i in range(len(raw))]
+    evs = decoder(fx).decode_buffer(buf, recs)
+    assert [dataclasses.asdict(e) for e in evs] == [r["expected"] for r in fx["records"]]
+
+
+def test_ring_batch_stops_at_busy_and_cut_records_and_skips_discarded():
+    fx = fixture()
+    a, b, c = (bytes.fromhex(r["hex"]) for r in fx["records"][:3])
+    # a committed, b discarded (consumed, not returned), c still being written
+    buf = _framed(a) + _framed(b, decode.RINGBUF_DISCARD) + _framed(c, decode.RINGBUF_BUSY)
+    recs, used = decode.parse_ring_records(buf)
+    assert recs == [(8, 112)] and used == 240
+    # a record cut by the end of the slice waits for the next read
+    recs, used = decode.parse_ring_records(_framed(a) + _framed(c)[:60])
+    assert recs == [(8, 112)] and used == 120
+    assert decode.parse_ring_records(b"") == ([], 0)
+    # odd sizes are padded to 8 bytes
+    recs, used = decode.parse_ring_records(_framed(b"xyz") + _framed(a))
+    assert recs == [(8, 3), (24, 112)] and used == 16 + 120
+    # a short record is skipped by the decoder, not misread
+    assert decoder(fx).decode_buffer(_framed(b"xyz") + _framed(a), recs)[0].key.dport == 9999
