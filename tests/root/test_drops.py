@@ -311,3 +311,14 @@ def test_many_events_in_order_across_batches(pair, reader):
     ts = [e.ts_ns for e in events]
     assert ts == sorted(ts)
     assert len({(e.key.ident, e.skb, e.ts_ns) for e in events}) == n
+
+
+def test_icmp_echo_id_and_seq_in_port_fields(pair):
+    a, b = pair
+    b.run(["iptables", "-A", "INPUT", "-p", "icmp", "--icmp-type", "echo-request", "-j", "DROP"])
+    with DropMonitor(build_filter(dst="10.81.0.2", proto="icmp"), netns_inodes=[b.inode]) as mon:
+        traffic.send_icmp_echo(a.netns, "10.81.0.2", ident=0x4242, seq=7, timeout=0.3)
+        events = collect(mon, lambda ev: any(e.kind == "kfree_skb" for e in ev))
+    ev = [e for e in events if e.kind == "kfree_skb"][0]
+    assert ev.reason_name == "NETFILTER_DROP"
+    assert (ev.key.proto, ev.key.sport, ev.key.dport) == (1, 0x4242, 7)
