@@ -368,6 +368,9 @@ def _is_cause(ev: TraceEvent, verdict: str) -> bool:
     return False
 
 
+_DISCARD = Explanation("discard", None)  # _try_drop: a drop to leave out
+
+
 class Correlator:
     """Incremental join. Feed events with ``add_drop``/``add_trace`` in any order,
     call ``poll(now_ns)`` (CLOCK_MONOTONIC, the events' clock) to finalize what
@@ -399,6 +402,7 @@ class Correlator:
         self._accepted: dict[tuple, Explanation] = {}
         self.latest_ns = 0
         self.unfinished = 0  # drops left out by finish(cut=True)
+        self._extra: set[int] = set()  # id() of pending drops outside the filter
 
     # ---- input
     def add_trace(self, ev: TraceEvent) -> None:
@@ -420,15 +424,22 @@ class Correlator:
             self._by_key[(ev.netns, new_key)].append(tr)
         self.latest_ns = max(self.latest_ns, ev.ts_ns)
 
-    def add_drop(self, ev: DropEvent) -> None:
+    def add_drop(self, ev: DropEvent, extra: bool = False) -> None:
+        """``extra``: a drop outside the user's filter (e.g. after DNAT rewrote the
+        destination), kept only if it joins the trace of a packet that matched."""
         self.latest_ns = max(self.latest_ns, ev.ts_ns)
         if ev.kind != "kfree_skb":
             self._replies.append(ev)
             return
+        if extra:
+            self._extra.add(id(ev))
         self._pending.append(ev)
 
-    def add(self, ev) -> None:
-        (self.add_drop if isinstance(ev, DropEvent) else self.add_trace)(ev)
+    def add(self, ev, extra: bool = False) -> None:
+        if isinstance(ev, DropEvent):
+            self.add_drop(ev, extra)
+        else:
+            self.add_trace(ev)
 
     # ---- output
     def poll(self, now_ns: int | None = None) -> list[Explanation]:
@@ -441,7 +452,9 @@ class Correlator:
             exp = self._try_drop(drop, now, final=False)
             if exp is None:
                 keep.append(drop)
-            else:
+                continue
+            self._extra.discard(id(drop))
+            if exp is not _DISCARD:
                 out.append(exp)
         self._pending = keep
         out.extend(self._settle_traces(now, final=False))
@@ -459,10 +472,13 @@ class Correlator:
         now = self.latest_ns + 10 * self.window_ns
         for drop in sorted(self._pending, key=lambda d: d.ts_ns):
             if cut and drop.reason_name == "NETFILTER_DROP" and not self._candidates(drop):
-                self.unfinished += 1
+                self.unfinished += id(drop) not in self._extra
                 continue
-            self._merge(self._try_drop(drop, now, final=True))
+            exp = self._try_drop(drop, now, final=True)
+            if exp is not _DISCARD:
+                self._merge(exp)
         self._pending = []
+        self._extra.clear()
         if cut:
             for tr in list(self._traces.values()) + self._retired:
                 if tr.cause is not None and not tr.consumed:
@@ -559,11 +575,13 @@ class Correlator:
             return None
         netfilter = drop.reason_name == "NETFILTER_DROP"
         if not netfilter:
-            return self._explain_kernel(drop)
+            return _DISCARD if id(drop) in self._extra else self._explain_kernel(drop)
         cands = self._candidates(drop)
         if not cands:
             if not final and age < self.window_ns:
                 return None  # its trace may still come (legacy logs are batched)
+            if id(drop) in self._extra:
+                return _DISCARD  # not a packet the user asked about
             return self._explain_unattributed(drop)
         causes = {self._cause_id(t) for t in cands}
         if len(causes) > 1:  # two traces of identical packets disagree: do not guess
@@ -699,11 +717,15 @@ class Correlator:
 
 
 def correlate(events: Iterable, resolve=None, flt=None, netns_specs=None, netns_labels=None,
-              ignore_tables: Iterable[str] = (), watched: Iterable[int] = ()) -> list[Explanation]:
-    """All at once: every DropEvent/TraceEvent of a run -> explanations."""
+              ignore_tables: Iterable[str] = (), watched: Iterable[int] = (),
+              extra: Iterable = ()) -> list[Explanation]:
+    """All at once: every DropEvent/TraceEvent of a run -> explanations.
+
+    ``extra``: the drops (among ``events``) seen outside the filter (add_drop)."""
     c = Correlator(resolve, netns_specs, netns_labels, ignore_tables=ignore_tables)
+    extra_ids = {id(e) for e in extra}
     for ev in sorted(events, key=lambda e: e.ts_ns):
-        c.add(ev)
+        c.add(ev, id(ev) in extra_ids)
         c.poll(None)
     return c.finish(flt, watched)
 

@@ -13,6 +13,7 @@ so traffic started from there is seen from its first packet.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import select
@@ -24,7 +25,7 @@ from typing import Callable
 
 from .correlate import BLOCKING, Correlator, Explanation
 from .errors import IpdbgError, KernelError, PrivilegeError
-from .filters import PacketFilter
+from .filters import PacketFilter, match_key
 from .netns import netns_inode
 
 PROBE_SETTLE_S = 0.5  # after the probe returned with no drop, wait this long for late events
@@ -121,6 +122,16 @@ def investigate(netns_paths: list[str | None], flt: PacketFilter, timeout: float
             bpf_inodes = inodes if len(set(inodes)) <= MAX_NETNS else None
             watched = set(inodes)
             mon = stack.enter_context(DropMonitor(flt, netns_inodes=bpf_inodes, debug=debug))
+            # DNAT rewrites the destination before the filter chains drop the packet:
+            # its kfree_skb no longer matches --dst. A second monitor sees netfilter
+            # drops without the destination part; the correlator keeps one only when
+            # it is the same packet as a trace that matched the filter.
+            relaxed = dataclasses.replace(flt, dst=None, dport=None)
+            extra_mon = None
+            if relaxed != flt:
+                extra_mon = stack.enter_context(DropMonitor(
+                    relaxed, netns_inodes=bpf_inodes, reasons=["NETFILTER_DROP"],
+                    kinds=("kfree_skb",), debug=debug))
             inv.engine = {"tier": mon.tier, "attached": list(mon.attached)}
             session = None
             if trace:
@@ -162,6 +173,8 @@ def investigate(netns_paths: list[str | None], flt: PacketFilter, timeout: float
             probe_end = None
             drained_ns = time.monotonic_ns()
             fds = [mon.fileno()] + (list(session.fds()) if session is not None else [])
+            if extra_mon is not None:
+                fds.append(extra_mon.fileno())
             while True:
                 now = time.monotonic()
                 if now >= deadline:
@@ -174,6 +187,15 @@ def investigate(netns_paths: list[str | None], flt: PacketFilter, timeout: float
                     if rec is not None:
                         _write(rec, ev)
                     corr.add_drop(ev)
+                if extra_mon is not None:
+                    for ev in extra_mon.poll(0):
+                        if match_key(flt, ev.key):
+                            continue  # the first monitor has it
+                        if bpf_inodes is None and ev.netns and ev.netns not in watched:
+                            continue
+                        if rec is not None:
+                            _write(rec, ev, extra=True)
+                        corr.add_drop(ev, extra=True)
                 if session is not None:
                     drained_ns = _drain_trace(session, corr, inv, rec) or drained_ns
                 else:
@@ -210,7 +232,7 @@ def investigate(netns_paths: list[str | None], flt: PacketFilter, timeout: float
             inv.explanations = exps
             if inv.verdict_s is None and any(e.verdict in BLOCKING for e in inv.explanations):
                 inv.verdict_s = time.monotonic() - t0
-            inv.lost_kernel = mon.lost
+            inv.lost_kernel = mon.lost + (extra_mon.lost if extra_mon is not None else 0)
             inv.lost_trace = int(getattr(session, "lost", 0) or 0) if session is not None else 0
             inv.probe_result = probe_box[0] if probe_box else None
     finally:
@@ -237,10 +259,13 @@ def _drain_trace(session, corr, inv, rec, rounds: int = 50) -> int | None:
     return None
 
 
-def _write(rec, ev) -> None:
+def _write(rec, ev, extra: bool = False) -> None:
     from .record import format_event_record
 
-    rec.write(json.dumps(format_event_record(ev)) + "\n")
+    data = format_event_record(ev)
+    if extra:
+        data["extra"] = True
+    rec.write(json.dumps(data) + "\n")
 
 
 def _recording_resolve(resolve, rec):

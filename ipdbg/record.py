@@ -29,6 +29,7 @@ def format_rule_record(ev: TraceEvent, rule) -> dict:
 def parse_event_record(data: dict):
     data = dict(data)
     kind = data.pop("event")
+    data.pop("extra", None)
     key = data.pop("key", None)
     key = PacketKey(**key) if key else None
     if kind == "drop":

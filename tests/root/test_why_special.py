@@ -21,6 +21,9 @@ def test_dnat_then_forward_drop(lab):
     assert e["nat"]["before"]["dst"] == "203.0.113.10" and e["nat"]["before"]["dport"] == 80
     assert e["nat"]["after"]["dst"] == "10.62.0.2" and e["nat"]["after"]["dport"] == 8080
     assert ("nat", "PREROUTING") in [(p["table"], p["chain"]) for p in e["path"]]
+    # The kernel's drop event (after DNAT, outside --dst) is joined too.
+    assert e["reason"] == "NETFILTER_DROP" and e["location"].startswith("nft_do_chain")
+    assert e["note"] is None
 
 
 def test_iptables_legacy(lab):

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from ipdbg.correlate import correlate
+from ipdbg.correlate import correlate as _correlate
 from ipdbg.record import parse_event_record, rule_ident
 from ipdbg.render import format_explanation
 from ipdbg.rules.snapshot import RuleRef
@@ -21,18 +21,31 @@ CASES = sorted(f[:-len(".jsonl")] for f in os.listdir(HERE) if f.endswith(".json
 FIELDS = ("verdict", "tuple", "netns_inode", "reason", "hook", "nat", "reply")
 
 
+class Run(list):
+    """The recorded events, and those the relaxed (post-NAT) monitor saw."""
+    extra: list
+
+
 def load(case):
-    events, rules = [], {}
+    events, rules = Run(), {}
+    events.extra = []
     with open(os.path.join(HERE, f"{case}.jsonl")) as f:
         for line in f:
             d = json.loads(line)
             if d["event"] == "rule":
                 rules[rule_ident(d)] = RuleRef(**d["rule"]) if d["rule"] else None
             else:
-                events.append(parse_event_record(d))
+                ev = parse_event_record(d)
+                events.append(ev)
+                if d.get("extra"):
+                    events.extra.append(ev)
     with open(os.path.join(HERE, f"{case}.expected.json")) as f:
         expected = json.load(f)
     return events, (lambda ev: rules.get(rule_ident(ev))), expected
+
+
+def correlate(events, resolve):
+    return _correlate(events, resolve, extra=getattr(events, "extra", ()))
 
 
 def _rule(e):
