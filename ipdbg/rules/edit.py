@@ -26,8 +26,6 @@ chains of tens of thousands of rules.
 
 from __future__ import annotations
 
-import re
-
 from ..errors import NotFoundError, UsageError
 from .argv import RulesCommand, format_rule_tokens
 
@@ -39,7 +37,6 @@ BUILTIN_CHAINS = {
     "security": ("INPUT", "FORWARD", "OUTPUT"),
 }
 
-_COUNTERS = re.compile(r"^\[(\d+):(\d+)\] ")
 
 
 class ChainState:
@@ -69,11 +66,13 @@ def parse_save_index(text: str, only_table: str | None = None) -> dict[str, Tabl
     """iptables-save [-c] text -> {table: TableState}, rules kept as text."""
     tables: dict[str, TableState] = {}
     cur: TableState | None = None
-    for line in text.splitlines():
+    last_name = rules = counts = None
+    for line in text.split("\n"):
         if not line or line[0] == "#":
             continue
         c = line[0]
         if c == "*":
+            last_name = None
             name = line[1:].strip()
             cur = TableState(name) if only_table in (None, name) else None
             if cur is not None:
@@ -81,26 +80,27 @@ def parse_save_index(text: str, only_table: str | None = None) -> dict[str, Tabl
         elif cur is None:
             continue
         elif c == ":":
+            last_name = None
             parts = line[1:].split()
             name, pol = parts[0], (parts[1] if len(parts) > 1 else "-")
             cur.chains[name] = ChainState(None if pol == "-" else pol)
         elif c == "[" or c == "-":
-            counters = None
+            # "[p:b] -A CHAIN SPEC" or "-A CHAIN SPEC"; str methods only (fast on big chains)
             if c == "[":
-                m = _COUNTERS.match(line)
-                if not m:
-                    continue
-                counters = line[: m.end() - 1]
-                line = line[m.end():]
-            if not line.startswith("-A "):
+                counters, _, line = line.partition("] ")
+                counters += "]"
+            else:
+                counters = None
+            if line[:3] != "-A ":
                 continue
-            rest = line[3:]
-            chain, _, spec = rest.partition(" ")
-            st = cur.chains.get(chain)
-            if st is None:
-                st = cur.chains[chain] = ChainState(None)
-            st.rules.append(spec)
-            st.counters.append(counters)
+            chain, _, spec = line[3:].partition(" ")
+            if chain != last_name:
+                st = cur.chains.get(chain)
+                if st is None:
+                    st = cur.chains[chain] = ChainState(None)
+                last_name, rules, counts = chain, st.rules, st.counters
+            rules.append(spec)
+            counts.append(counters)
     return tables
 
 
@@ -244,8 +244,8 @@ def format_batch(commands: tuple[RulesCommand, ...] | list[RulesCommand],
                 summary.append(f"insert into {t}/{cmd.chain} at line {n}: {spec_text}")
             else:
                 old = pl.items[n - 1]
-                if old[0] == "o":
-                    pl.deleted[old[1]] = ci
+                if type(old) is int:
+                    pl.deleted[old] = ci
                 was = pl.describe(old)
                 if a == "replace":
                     pl.items[n - 1] = new
@@ -348,7 +348,7 @@ def format_batch(commands: tuple[RulesCommand, ...] | list[RulesCommand],
 class _Plan:
     """The rule edits (-A, -I, -R N, -D N) of one chain, applied in one go.
 
-    ``items`` is the chain as the commands so far leave it: ("o", i) is rule i as
+    ``items`` is the chain as the commands so far leave it: an int i is rule i as
     read, ("n", spec, cmd) a rule this batch adds. Emitting it: first remove every
     rule read that goes (checked, see the module docstring), then insert the new
     rules (and identical rules removed only for the check) at their final lines,
@@ -360,12 +360,12 @@ class _Plan:
 
     def __init__(self, table: str, chain: str, st: ChainState):
         self.table, self.chain, self.st = table, chain, st
-        self.items: list[tuple] = [("o", i) for i in range(len(st.rules))]
+        self.items: list = list(range(len(st.rules)))
         self.deleted: dict[int, int] = {}  # rule index as read -> command index
 
     def describe(self, item) -> str:
-        if item[0] == "o" and self.st.rules[item[1]] is not None:
-            return f"-A {self.chain} {self.st.rules[item[1]]}"
+        if type(item) is int and self.st.rules[item] is not None:
+            return f"-A {self.chain} {self.st.rules[item]}"
         return "a rule added earlier in this batch"
 
     def emit(self, lines: list[BatchLine], tag: str, nchk: int) -> int:
@@ -398,10 +398,10 @@ class _Plan:
                 removed[i] = self.deleted[i]
         length = len(st.rules) - len(removed)
         for q, item in enumerate(self.items, 1):
-            if item[0] == "o" and item[1] not in removed:
+            if type(item) is int and item not in removed:
                 continue  # still in place
-            if item[0] == "o":
-                i = item[1]
+            if type(item) is int:
+                i = item
                 text = (f"{st.counters[i]} " if st.counters[i] else "") + "%s " + st.rules[i]
                 ci, role = removed[i], "check"
             else:
@@ -415,8 +415,9 @@ class _Plan:
             lines.append(BatchLine(t, line, ci, role))
             length += 1
         # the chain as the batch leaves it
-        st.rules[:] = [st.rules[it[1]] if it[0] == "o" else None for it in self.items]
-        st.counters[:] = [st.counters[it[1]] if it[0] == "o" else None for it in self.items]
+        rules, counters = st.rules, st.counters
+        st.rules = [rules[it] if type(it) is int else None for it in self.items]
+        st.counters = [counters[it] if type(it) is int else None for it in self.items]
         return nchk
 
 
