@@ -146,7 +146,9 @@ def format_address(text: str | None, family: int, numeric: bool, resolver) -> st
     if text is None:
         return ("0.0.0.0/0" if family == 4 else "::/0") if numeric else "anywhere"
     addr, mask = _split_addr(text, family)
-    if mask == 0 and not numeric:
+    # iptables tests the mask (IPv4: smsk == 0), ip6tables the address (src == ::),
+    # so "! -s ::/64" lists as "!anywhere" (iptables/nft-ipv6.c print_ipv6_addresses).
+    if not numeric and (mask == 0 if family == 4 else addr == "::"):
         return "anywhere"
     if not numeric:
         addr = _addr_name(addr, family, resolver)

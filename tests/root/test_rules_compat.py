@@ -30,12 +30,50 @@ from ipdbg.rules.parse import parse_save
 HERE = Path(__file__).resolve().parent
 RULES = HERE.parent / "fixtures" / "rules"
 
-_spec = importlib.util.spec_from_file_location("rules_record", RULES / "record.py")
-record = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(record)
+
+
+def _load(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+record = _load("rules_record", RULES / "record.py")
+generate = _load("rules_generate", RULES / "generate.py")
 
 FALLBACK = {"connlabel", "devgroup", "eui64", "hashlimit", "realm", "sctp"}
 CASES = [(path, backend) for path in record.corpus_files() for backend in record.BACKENDS]
+
+
+def _compare(ruleset, outputs, binary, resolver) -> tuple[list, set, int]:
+    """(mismatches, fallback extension names, natively rendered count)."""
+    mismatches, fallbacks, native = [], set(), 0
+    for rec in outputs:
+        args = rec["args"]
+        table, cmd, rest = args[1], args[2], args[3:]
+        chain = rest[0] if rest and not rest[0].startswith("-") else None
+        flags = set(rest)
+        try:
+            if cmd == "-S":
+                ours = format_rules_S(ruleset, table, chain, verbose="-v" in flags)
+            else:
+                ours = format_list(ruleset, table, chain, numeric="-n" in flags,
+                                   verbose="-v" in flags, exact="-x" in flags,
+                                   line_numbers="--line-numbers" in flags, resolver=resolver)
+        except UnsupportedExtension as e:
+            fallbacks.add(e.name)
+            continue
+        native += 1
+        if ours != rec["output"]:
+            mismatches.append((" ".join([binary] + args), rec["output"], ours))
+    return mismatches, fallbacks, native
+
+
+def _fail(mismatches, total) -> None:
+    cmd, real, ours = mismatches[0]
+    pytest.fail(f"{len(mismatches)} of {total} listings differ; first: {cmd}\n"
+                f"--- real\n{real}--- ours\n{ours}")
 
 
 def _available(binary: str) -> bool:
@@ -72,29 +110,40 @@ def test_listings_match_iptables(lab, path, backend):
     save, outputs = record.record_one(lab, path.read_text(), family, backend, full=True,
                                       ipset=ipset)
     ruleset = parse_save(save, family)
-    resolver = read_files_resolver()
-    mismatches, fallbacks, native = [], set(), 0
-    for rec in outputs:
-        args = rec["args"]
-        table, cmd, rest = args[1], args[2], args[3:]
-        chain = rest[0] if rest and not rest[0].startswith("-") else None
-        flags = set(rest)
-        try:
-            if cmd == "-S":
-                ours = format_rules_S(ruleset, table, chain, verbose="-v" in flags)
-            else:
-                ours = format_list(ruleset, table, chain, numeric="-n" in flags,
-                                   verbose="-v" in flags, exact="-x" in flags,
-                                   line_numbers="--line-numbers" in flags, resolver=resolver)
-        except UnsupportedExtension as e:
-            fallbacks.add(e.name)
-            continue
-        native += 1
-        if ours != rec["output"]:
-            mismatches.append((" ".join([binary] + args), rec["output"], ours))
+    mismatches, fallbacks, native = _compare(ruleset, outputs, binary, read_files_resolver())
     if mismatches:
-        cmd, real, ours = mismatches[0]
-        pytest.fail(f"{len(mismatches)} of {len(outputs)} listings differ; first: {cmd}\n"
-                    f"--- real\n{real}--- ours\n{ours}")
+        _fail(mismatches, len(outputs))
     assert fallbacks <= FALLBACK, f"unexpected fallbacks: {fallbacks - FALLBACK}"
     assert native > 0
+
+
+GENERATED = [(seed, family, backend) for seed in (1, 2) for family in (4, 6)
+             for backend in record.BACKENDS]
+
+
+@pytest.mark.parametrize("seed, family, backend", GENERATED,
+                         ids=[f"seed{s}-ipv{f}-{b}" for s, f, b in GENERATED])
+def test_generated_rulesets_match_iptables(lab, seed, family, backend):
+    """Random combinations of what we render (tests/fixtures/rules/generate.py),
+    loaded rule by rule (iptables refuses some combinations), all 16 -L flag
+    combinations and -S, -S -v of the filter table."""
+    binary = record.tool(family, backend)
+    if not _available(binary):
+        pytest.skip(f"{binary} not installed")
+    lines = generate.generate(seed, n=150, family=family).splitlines()
+    host = lab.add_host("gen")
+    restore = record.tool(family, backend, "-restore")
+    host.run([restore, "-c"], input="\n".join(x for x in lines if x[:1] in "*:") + "\nCOMMIT\n")
+    rules = [x for x in lines if x.startswith("[")]
+    loaded = sum(host.run([restore, "-c", "--noflush"], input=f"*filter\n{x}\nCOMMIT\n",
+                          check=False).returncode == 0 for x in rules)
+    assert loaded > 0.8 * len(rules)
+    save = host.run([record.tool(family, backend, "-save"), "-c"]).stdout
+    cmds = [["-t", "filter", "-L"] + f for f in record.flag_combinations()]
+    cmds += [["-t", "filter", "-S"], ["-t", "filter", "-S", "-v"]]
+    outputs = record.run_in_host(host, family, backend, cmds)
+    mismatches, fallbacks, native = _compare(parse_save(save, family), outputs, binary,
+                                             read_files_resolver())
+    if mismatches:
+        _fail(mismatches, len(outputs))
+    assert not fallbacks and native == len(outputs)
