@@ -126,9 +126,10 @@ def investigate(netns_paths: list[str | None], flt: PacketFilter, timeout: float
             # its kfree_skb no longer matches --dst. A second monitor sees netfilter
             # drops without the destination part; the correlator keeps one only when
             # it is the same packet as a trace that matched the filter.
+            # Loading a monitor costs ~0.5 s (BTF, kallsyms): only where NAT can be.
             relaxed = dataclasses.replace(flt, dst=None, dport=None)
             extra_mon = None
-            if relaxed != flt:
+            if relaxed != flt and len(paths) <= MAX_NETNS and read_dnat_present(paths):
                 extra_mon = stack.enter_context(DropMonitor(
                     relaxed, netns_inodes=bpf_inodes, reasons=["NETFILTER_DROP"],
                     kinds=("kfree_skb",), debug=debug))
@@ -240,6 +241,39 @@ def investigate(netns_paths: list[str | None], flt: PacketFilter, timeout: float
             rec.close()
     inv.elapsed_s = time.monotonic() - t0
     return inv
+
+
+_DNAT_WORDS = ("dnat", "redirect", "DNAT", "REDIRECT", "xt target")
+
+
+def read_dnat_present(paths: list[str | None]) -> bool:
+    """Can a watched netns rewrite destinations (DNAT/REDIRECT, nft or legacy)?
+
+    `nft list ruleset` shows iptables-nft and native tables; a loaded legacy
+    nat table shows in ip_tables_names / ip6_tables_names."""
+    import subprocess
+
+    from .netns import enter_netns, nsenter_argv
+
+    procs = [subprocess.Popen(nsenter_argv(p, ["nft", "list", "ruleset"]), text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              stdin=subprocess.DEVNULL) for p in paths]
+    found = False
+    for proc in procs:
+        out, _ = proc.communicate()
+        found = found or any(w in out for w in _DNAT_WORDS)
+    if found:
+        return True
+    for p in paths:
+        with enter_netns(p):
+            for name in ("ip_tables_names", "ip6_tables_names"):
+                try:
+                    with open(f"/proc/thread-self/net/{name}") as f:
+                        if "nat" in f.read().split():
+                            return True
+                except OSError:
+                    continue
+    return False
 
 
 def _drain_trace(session, corr, inv, rec, rounds: int = 50) -> int | None:
