@@ -27,7 +27,7 @@ Everything iptables takes works the same way:
   --line-numbers  -n  -v  -x              listing flags
   -4 | -6                                 iptables (default) or ip6tables
 and a few options of ipdbg's own:
-  --backend auto|nft|legacy   auto: what the system's `iptables` is (iptables-nft here)
+  --backend auto|nft|legacy   auto: what the system's `iptables` is (Debian 12: nft)
   --netns NAME|PATH           work in that network namespace (`ip netns` name or path)
   -o text|json                json: every rule with table, chain, line, counters,
                               iptables-save text and its parsed parts
