@@ -17,6 +17,7 @@ when candidates disagree about the rule we say so instead of guessing.
 from __future__ import annotations
 
 import re
+import shlex
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -91,6 +92,7 @@ class Explanation:
     location: str = ""  # "nft_do_chain+0x3e8"
     hook: str = ""  # OUTPUT, INPUT, ... when known
     fix: str | None = None
+    fix_delete: str | None = None  # when ``fix`` narrows the rule (-R): deleting it instead
     note: str = ""  # plain words for drops no rule caused, or caveats
     reply: str = ""  # REJECT's reply: "tcp-reset", "icmp port-unreachable", ...
     nat_after: PacketKey | None = None  # the packet when it was dropped, if NAT changed it
@@ -133,6 +135,8 @@ class Explanation:
             "fix": self.fix,
             "note": self.note or None,
         }
+        if self.fix_delete:
+            out["fix_delete"] = self.fix_delete
         if self.reply:
             out["reply"] = self.reply
         if self.nat_after is not None:
@@ -200,13 +204,43 @@ def format_nft_family(rule, step: PathStep | None = None) -> str:
     return {4: "ip", 6: "ip6"}.get(fam, fam if isinstance(fam, str) and fam else "inet")
 
 
+_DPORT_WORDS = ("--dport", "--dports", "--destination-port", "--destination-ports", "multiport")
+
+
+def format_narrowed_rule(text: str, key: PacketKey | None) -> list[str] | None:
+    """The rule (iptables-save text) with this flow's destination port left out:
+    ``-p tcp -j DROP`` -> ``-p tcp ! --dport 80 -j DROP``; None when it does not fit
+    (no ``-p`` of the flow's protocol, already a port match, no port)."""
+    if key is None or key.proto not in (IPPROTO_TCP, IPPROTO_UDP) or not key.dport:
+        return None
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        return None
+    if len(words) < 3 or words[0] != "-A":
+        return None
+    args = words[2:]
+    if any(w in _DPORT_WORDS for w in args):
+        return None
+    proto_ok = any(w in ("-p", "--protocol") and i + 1 < len(args)
+                   and args[i + 1] == key.proto_name and (i == 0 or args[i - 1] != "!")
+                   for i, w in enumerate(args))
+    if not proto_ok:
+        return None
+    at = next((i for i, w in enumerate(args) if w in ("-j", "--jump", "-g", "--goto")),
+              len(args))
+    out = args[:at] + ["!", "--dport", str(key.dport)] + args[at:]
+    return [w if w == "!" else shlex.quote(w) for w in out]
+
+
 def format_fix(rule, key: PacketKey | None, netns_spec: str | None = None,
-               step: PathStep | None = None) -> str | None:
+               step: PathStep | None = None, narrow: bool = True) -> str | None:
     """The command that removes what dropped the packet.
 
-    A rule: delete it by line (``ipdbg rules -t T -D CHAIN N``) or, in a native
-    nftables table, by handle. A chain policy: accept this flow before the
-    policy applies (append an ACCEPT rule narrowed to the flow).
+    A rule: replace it by a narrower one that leaves this flow's port out when
+    that fits (``-R``), else delete it by line (``ipdbg rules -t T -D CHAIN N``)
+    or, in a native nftables table, by handle. A chain policy: accept this flow
+    before the policy applies (append an ACCEPT rule narrowed to the flow).
     """
     if rule is not None:
         if rule.backend == "nftables":
@@ -216,8 +250,12 @@ def format_fix(rule, key: PacketKey | None, netns_spec: str | None = None,
                 "delete", "rule", format_nft_family(rule, step), rule.table, rule.chain,
                 "handle", str(rule.handle)])
         fam = rule.family if rule.family else (key.family if key else 4)
-        return " ".join(_rules_prefix(netns_spec, rule.backend, fam)
-                        + ["-t", rule.table, "-D", rule.chain, str(rule.line)])
+        prefix = _rules_prefix(netns_spec, rule.backend, fam) + ["-t", rule.table]
+        if narrow:
+            spec = format_narrowed_rule(rule.text, key)
+            if spec is not None:
+                return " ".join(prefix + ["-R", rule.chain, str(rule.line)] + spec)
+        return " ".join(prefix + ["-D", rule.chain, str(rule.line)])
     if step is not None and step.type == TRACE_POLICY and key is not None:
         iptables_like = (step.table in IPTABLES_TABLES and step.chain in IPTABLES_HOOKS
                          and step.family in ("ip", "ip6", ""))
@@ -634,7 +672,10 @@ class Correlator:
         if drop is None:
             exp.note = exp.note or "the kernel's drop event for this packet was not seen; " \
                                    "the verdict is the rule's"
-        exp.fix = format_fix(rule, after or key, self.netns_specs.get(tr.netns), step)
+        spec = self.netns_specs.get(tr.netns)
+        exp.fix = format_fix(rule, after or key, spec, step)
+        if rule is not None and exp.fix and " -R " in exp.fix:
+            exp.fix_delete = format_fix(rule, after or key, spec, step, narrow=False)
         return exp
 
     def _explain_unattributed(self, drop: DropEvent) -> Explanation:

@@ -118,6 +118,8 @@ def format_explanation(exp: Explanation) -> str:
     elif exp.note:
         add("note", exp.note)
     add("fix", exp.fix or "")
+    if exp.fix_delete:
+        add("or", exp.fix_delete)
     return "\n".join(lines)
 
 

@@ -78,3 +78,24 @@ def test_reject_with_tcp_reset_and_with_icmp(lab):
     (e,) = blocking(exps)
     assert e["verdict"] == "rejected" and e["reply"] == "icmp port-unreachable"
     assert (e["rule"]["chain"], e["rule"]["line"]) == ("INPUT", 2)
+
+
+def test_narrower_rule_fix_lets_only_this_port_through(lab):
+    import subprocess
+
+    from why_lab import ipdbg_argv
+
+    c, s = client_server(lab)
+    restore(s, "*filter\n-A INPUT -p icmp -j ACCEPT\n-A INPUT -p tcp -j DROP\nCOMMIT\n")
+    with traffic.start_listener(s.netns, "tcp", 80), traffic.start_listener(s.netns, "tcp", 22):
+        rc, exps, err = run_why("--dst", f"{REMOTE}:80", "--probe", "--netns", c.netns,
+                                "--netns", s.netns)
+        assert rc == 0, err
+        (e,) = blocking(exps)
+        assert e["fix"] == (f"ipdbg rules --netns {s.netns} -t filter -R INPUT 2 -p tcp "
+                            "! --dport 80 -j DROP")
+        assert e["fix_delete"] == f"ipdbg rules --netns {s.netns} -t filter -D INPUT 2"
+        p = subprocess.run(ipdbg_argv(*e["fix"].split()[1:]), capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        assert traffic.send_tcp_connect(c.netns, REMOTE, 80) == "connected"
+        assert traffic.send_tcp_connect(c.netns, REMOTE, 22, timeout=0.3) == "timeout"

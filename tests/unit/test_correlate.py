@@ -202,6 +202,20 @@ def test_fix_forms():
         "ipdbg rules --netns /proc/9/ns/net --backend legacy -6 -t filter -D INPUT 4"
 
 
+def test_narrower_rule_when_it_fits():
+    k = key(dport=80)
+    wide = Rule(4, "nft", "filter", "INPUT", 3, '-A INPUT -s 10.0.0.0/8 -p tcp -m comment '
+                '--comment "no web" -j REJECT --reject-with tcp-reset')
+    assert format_fix(wide, k) == ("ipdbg rules -t filter -R INPUT 3 -s 10.0.0.0/8 -p tcp -m "
+                                   "comment --comment 'no web' ! --dport 80 -j REJECT "
+                                   "--reject-with tcp-reset")
+    assert format_fix(wide, k, narrow=False) == "ipdbg rules -t filter -D INPUT 3"
+    for text in ("-A INPUT -p tcp -m tcp --dport 80 -j DROP", "-A INPUT -j DROP",
+                 "-A INPUT -p udp -j DROP", "-A INPUT ! -p tcp -j DROP",
+                 "-A INPUT -p tcp -m multiport --dports 80,443 -j DROP"):
+        assert " -D INPUT 3" in format_fix(Rule(4, "nft", "filter", "INPUT", 3, text), k), text
+
+
 def test_reason_notes():
     k = key()
     assert "rp_filter" in format_reason_note("IP_RPFILTER", k)
