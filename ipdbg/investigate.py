@@ -149,6 +149,7 @@ def investigate(netns_paths: list[str | None], flt: PacketFilter, timeout: float
             # TraceSession hides its own trace table's events except with --debug.
             ignore = {ns.table for ns in getattr(session, "_ns", ())}
             corr = Correlator(resolve, specs, labels, ignore_tables=ignore)
+            ifindex = read_ifindexes(paths, inodes, flt.iface) if flt.iface else {}
             inv.ready_s = time.monotonic() - t0
             if ready_file:  # atomically: a test polling for it never reads it half-written
                 with open(ready_file + ".tmp", "w") as f:
@@ -185,9 +186,13 @@ def investigate(netns_paths: list[str | None], flt: PacketFilter, timeout: float
                     if bpf_inodes is None and ev.netns and ev.netns not in watched:
                         continue
                     inv.drops_seen += 1
+                    # --iface: the BPF side does not filter on it; a drop elsewhere
+                    # (or with no device, on OUTPUT) counts only if it joins a trace,
+                    # whose rule did match the interface.
+                    extra = flt.iface is not None and ifindex.get(ev.netns) != ev.ifindex
                     if rec is not None:
-                        _write(rec, ev)
-                    corr.add_drop(ev)
+                        _write(rec, ev, extra)
+                    corr.add_drop(ev, extra)
                 if extra_mon is not None:
                     for ev in extra_mon.poll(0):
                         if match_key(flt, ev.key):
@@ -241,6 +246,22 @@ def investigate(netns_paths: list[str | None], flt: PacketFilter, timeout: float
             rec.close()
     inv.elapsed_s = time.monotonic() - t0
     return inv
+
+
+def read_ifindexes(paths, inodes, iface: str) -> dict[int, int]:
+    """netns inode -> ifindex of ``iface`` there (where it exists)."""
+    import socket
+
+    from .netns import enter_netns
+
+    out = {}
+    for path, ino in zip(paths, inodes):
+        with enter_netns(path):
+            try:
+                out[ino] = socket.if_nametoindex(iface)
+            except OSError:
+                continue
+    return out
 
 
 _DNAT_WORDS = ("dnat", "redirect", "DNAT", "REDIRECT", "xt target")

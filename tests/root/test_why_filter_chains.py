@@ -99,3 +99,20 @@ def test_narrower_rule_fix_lets_only_this_port_through(lab):
         assert p.returncode == 0, p.stderr
         assert traffic.send_tcp_connect(c.netns, REMOTE, 80) == "connected"
         assert traffic.send_tcp_connect(c.netns, REMOTE, 22, timeout=0.3) == "timeout"
+
+
+def test_iface_filter(lab):
+    # Two links into the server; drops arrive on both, --iface keeps eth1's.
+    c = lab.add_host("client")
+    s = lab.add_host("server")
+    lab.link(c, s, "10.63.0.1/24", "10.63.0.2/24")
+    lab.link(c, s, "10.64.0.1/24", "10.64.0.2/24")
+    restore(s, "*filter\n-A INPUT -p tcp --dport 80 -j DROP\nCOMMIT\n")
+    rc, exps, err = run_why("--dst", "10.64.0.2:80", "--iface", "eth1", "--probe",
+                            "--netns", c.netns, "--netns", s.netns)
+    assert rc == 0, err
+    (e,) = blocking(exps)
+    assert (e["rule"]["chain"], e["rule"]["line"]) == ("INPUT", 1)
+    rc, exps, err = run_why("--dst", "10.63.0.2:80", "--iface", "eth1", "--probe",
+                            "--netns", c.netns, "--netns", s.netns, "--timeout", "2")
+    assert rc == 8 and not blocking(exps), exps
