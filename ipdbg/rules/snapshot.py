@@ -7,8 +7,12 @@
   the iptables ``--line-numbers`` order (kernel-notes.md, "Rule position"), so the
   i-th rule with a handle in ``nft -a list`` is line i of iptables-nft-save's
   chain. A table is iptables-nft's when ``iptables-nft-save`` (``ip`` family) or
-  ``ip6tables-nft-save`` (``ip6``) lists it; nft 1.0.6 also warns on stderr
-  "table ip filter is managed by iptables-nft, do not touch!" for those.
+  ``ip6tables-nft-save`` (``ip6``) lists it. (nft 1.0.6 warns "table ip filter
+  is managed by iptables-nft, do not touch!" on stderr only when a rule of the
+  table uses an xt extension it cannot show, e.g. ``-m comment`` or ``-j LOG``;
+  a table of plain ``-s/-d/-j DROP`` rules gets no warning, so that is no test.
+  iptables-nft-save also lists a native ``table ip filter`` whose rules it can
+  translate: such rules are named in iptables syntax.)
 * native nft tables (``backend="nftables"``): position in the chain and the rule
   as ``nft -a list`` prints it, without the ``# handle N`` comment and with
   ``counter packets N bytes M`` shortened to ``counter``.
