@@ -64,12 +64,22 @@ def parse_hosts(text: str) -> dict[str, str]:
     for line in text.splitlines():
         fields = line.split("#", 1)[0].split()
         if len(fields) >= 2:
-            try:
-                addr = str(ipaddress.ip_address(fields[0]))
-            except ValueError:
-                continue
-            out.setdefault(addr, fields[1])
+            out.setdefault(_canonical(fields[0]), fields[1])
+    out.pop(None, None)
     return out
+
+
+def _canonical(text: str) -> str | None:
+    """An address as inet_ntop() (and so iptables-save) writes it; None if not one.
+
+    Not str(ipaddress...): Python 3.11 writes ::ffff:10.0.0.1 as ::ffff:a00:1.
+    """
+    try:
+        if ":" in text:
+            return socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, text))
+        return str(ipaddress.IPv4Address(text))
+    except (OSError, ValueError):
+        return None
 
 
 def parse_networks(text: str) -> dict[str, str]:

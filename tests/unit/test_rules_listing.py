@@ -209,8 +209,9 @@ def test_etc_file_parsers_follow_libc_first_match():
     )
 
     hosts = parse_hosts("127.0.0.1 localhost\n127.0.0.1 other # dup\n::1 ip6-localhost\n"
-                        "bogus line\n0:0:0:0:0:0:0:2 two\n")
-    assert hosts == {"127.0.0.1": "localhost", "::1": "ip6-localhost", "::2": "two"}
+                        "bogus line\n0:0:0:0:0:0:0:2 two\n::ffff:10.0.0.1 mapped\n")
+    assert hosts == {"127.0.0.1": "localhost", "::1": "ip6-localhost", "::2": "two",
+                     "::ffff:10.0.0.1": "mapped"}  # the inet_ntop() form, as iptables-save
     # inet_network(): "127" is network number 127 (0.0.0.127), not 127.0.0.0.
     assert parse_networks("loopback 127.0.0.0\nshort 10\n") == {"127.0.0.0": "loopback",
                                                                    "0.0.0.10": "short"}
