@@ -67,7 +67,8 @@ class Investigation:
                 "notes": self.notes}
 
 
-def _open_trace(stack: ExitStack, paths, flt, debug, notes: list[str]):
+def enter_trace_session(stack: ExitStack, paths, flt, debug, notes: list[str]):
+    """TraceSession in ``stack``; without legacy TRACE if nfnetlink_log is taken."""
     from .nftrace import TraceSession
 
     try:
@@ -137,7 +138,7 @@ def investigate(netns_paths: list[str | None], flt: PacketFilter, timeout: float
             session = None
             if trace:
                 try:
-                    session = _open_trace(stack, paths, flt, debug, inv.notes)
+                    session = enter_trace_session(stack, paths, flt, debug, inv.notes)
                 except ImportError as exc:  # the trace engine is not installed/built
                     inv.notes.append(f"nftrace engine not available ({exc}): kernel "
                                      "reasons only, no rule names")

@@ -44,7 +44,7 @@ def trace(ctx, dst, src, proto, iface, netns, pid, all_netns, output, ready_file
     from ..errors import UsageError
     from ..events import TRACE_RULE, DropEvent
     from ..filters import build_filter
-    from ..nftrace import TraceSession
+    from ..investigate import enter_trace_session
     from ..privileges import CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN, require_caps
     from ..render import TRACE_HEADER, format_lost, format_trace_json, format_trace_line
 
@@ -69,7 +69,10 @@ def trace(ctx, dst, src, proto, iface, netns, pid, all_netns, output, ready_file
         with ExitStack() as stack:
             bpf_inodes = inodes if len(inodes) <= MAX_NETNS else None
             mon = stack.enter_context(DropMonitor(flt, netns_inodes=bpf_inodes, debug=debug))
-            session = stack.enter_context(TraceSession(wl.paths, flt, debug=debug))
+            notes: list[str] = []
+            session = enter_trace_session(stack, wl.paths, flt, debug, notes)
+            for note in notes:
+                click.echo(f"ipdbg: note: {note}", err=True)
             if ready_file:
                 import os
 
