@@ -9,6 +9,7 @@ group 0 (see nflog.py).
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import itertools
 import logging
@@ -19,7 +20,7 @@ import struct
 import time
 
 from ..errors import IpdbgError, KernelError, PrivilegeError
-from ..events import TRACE_RULE, TraceEvent
+from ..events import TRACE_POLICY, TRACE_RULE, TraceEvent
 from ..filters import PacketFilter
 from ..netns import enter_netns, netns_inode
 from . import build, nflog, nl, sock
@@ -28,6 +29,9 @@ from .decode import DecodeError, decode_nflog, decode_ruleset_change, decode_tra
 log = logging.getLogger("ipdbg.nftrace")
 
 REFRESH_DEBOUNCE_S = 0.2
+# x_tables (iptables-legacy) sends no change notifications: while legacy TRACE records
+# come in, the snapshot they are resolved against is re-read when older than this.
+LEGACY_MAX_AGE_S = 1.0
 RESOLVED_MAX = 200_000  # events whose rule resolve() remembers
 LEGACY_PFS = (nl.NFPROTO_IPV4, nl.NFPROTO_IPV6)
 _table_counter = itertools.count()
@@ -87,9 +91,11 @@ class _Netns:
         self.guard: nflog.NflogGuard | None = None
         self.saved_loggers: dict[int, str] = {}
         self.snapshot = None
+        self.snapshot_at = 0.0  # time.monotonic() of the read
         self.dirty_since: float | None = None
         self.lost = 0
         self.refs: dict[tuple, object] = {}
+        self.rulesets: dict[int, object] = {}  # legacy Ruleset per family, for policies
         self.batch: sock.BatchReceiver | None = None
 
     def sockets(self):
@@ -140,6 +146,7 @@ class TraceSession:
             self._bind_nflog(ns)
         try:
             ns.snapshot = read_snapshot_for(ns.path)
+            ns.snapshot_at = time.monotonic()
         except IpdbgError as e:  # trace anyway: events still carry table, chain and handle
             log.warning("netns %s: cannot read its rules (%s); rules will not be named", ns.path, e)
         ns.owner = sock.open_nfnl(ns.path)
@@ -327,12 +334,33 @@ class TraceSession:
                         ev = decode_nflog(payload, inode, ts)
                         if ev is None:
                             continue
+                        if time.monotonic() - ns.snapshot_at > LEGACY_MAX_AGE_S:
+                            self._refresh(ns)
                 except (DecodeError, KeyError, IndexError, ValueError) as e:
                     log.debug("undecodable %s message: %s", kind, e)
                     continue
                 if ev.type == TRACE_RULE and (ev.handle is not None or ev.rulenum is not None):
                     resolve(ns, ev)
+                elif ev.type == TRACE_POLICY and ev.source == "legacy" and not ev.policy:
+                    # the TRACE record does not say what the policy is: the ruleset does
+                    ev = dataclasses.replace(ev, policy=self._legacy_policy(ns, ev))
                 out.append(ev)
+
+    def _legacy_policy(self, ns: _Netns, ev: TraceEvent) -> str:
+        fam = 6 if ev.family == "ip6" else 4
+        snap = ns.snapshot
+        if snap is None or not hasattr(snap, "ruleset"):
+            return ""
+        rs = ns.rulesets.get(fam)
+        if rs is None:
+            try:
+                rs = ns.rulesets[fam] = snap.ruleset(fam, "legacy")
+            except Exception as e:  # an unparsable save: the policy stays unknown
+                log.debug("legacy ruleset of netns %s: %s", ns.inode, e)
+                return ""
+        table = rs.tables.get(ev.table)
+        chain = table.chains.get(ev.chain) if table is not None else None
+        return (chain.policy or "").lower() if chain is not None else ""
 
     def _drain_trace(self, ns: _Netns, out: list[TraceEvent]) -> None:
         """The trace socket, many datagrams per system call (the hot path)."""
@@ -401,7 +429,9 @@ class TraceSession:
         ns.dirty_since = None
         try:
             ns.snapshot = read_snapshot_for(ns.path)
+            ns.snapshot_at = time.monotonic()
             ns.refs.clear()
+            ns.rulesets.clear()
         except Exception as e:  # keep tracing with the old snapshot; say so with --debug
             log.debug("netns %s: rule snapshot refresh failed: %s", ns.inode, e)
 

@@ -159,6 +159,22 @@ def test_iptables_legacy_ipv4_and_ipv6(lab):
         p, evs = trace_until(ts, lambda p: p.key and p.key.dport == 6001 and any(s.verdict == "return" for s in p.steps),
                              lambda: traffic.send_udp(a.netns, "10.73.0.2", 6001))
         assert p.format().startswith("filter/OUTPUT rule 1 JUMP L -> filter/L rule 1 RETURN")
+        # the TRACE record does not give the policy: the ruleset does
+        p, _ = trace_until(ts, lambda p: p.key and p.key.dport == 6001 and p.verdict == "accept",
+                           lambda: traffic.send_udp(a.netns, "10.73.0.2", 6001))
+        assert p.decided_by.type == "policy" and p.decided_by.verdict == "accept"
+        a.run(["iptables-legacy", "-P", "OUTPUT", "DROP"])
+        time.sleep(1.1)  # legacy has no change notifications: the snapshot is re-read when 1 s old
+        p, _ = trace_until(ts, lambda p: p.key and p.key.dport == 6001 and p.verdict == "drop",
+                           lambda: traffic.send_udp(a.netns, "10.73.0.2", 6001))
+        assert (p.decided_by.type, p.decided_by.chain) == ("policy", "OUTPUT")
+        a.run(["iptables-legacy", "-P", "OUTPUT", "ACCEPT"])
+        # a legacy rule inserted after start shifts the lines: named by the fresh snapshot
+        a.run(["iptables-legacy", "-I", "L", "1", "-p", "udp", "--dport", "6005", "-j", "DROP"])
+        time.sleep(1.1)
+        p, _ = trace_until(ts, final("drop", 6002), lambda: traffic.send_udp(a.netns, "10.73.0.2", 6002))
+        assert (p.decided_by.rule.line, p.decided_by.rulenum) == (3, 3)
+        assert p.decided_by.rule.text == "-A L -p udp -m udp --dport 6002 -j DROP"
     after = a.run(["cat", "/proc/sys/net/netfilter/nf_log/2", "/proc/sys/net/netfilter/nf_log/10"]).stdout
     assert after == before
 
