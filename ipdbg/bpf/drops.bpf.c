@@ -122,13 +122,17 @@ static __always_inline int match_dir(const __u8 *s, const __u8 *d, __u16 sport, 
 	return 1;
 }
 
+static __always_inline int has_packet_filter(void)
+{
+	return cfg.has_src || cfg.has_dst || cfg.family || cfg.proto || cfg.sport || cfg.dport;
+}
+
 /* The packet part of the filter (mirrors ipdbg.filters.match_key). */
 static __always_inline int match_packet(const struct drop_event *e)
 {
-	int any = cfg.has_src || cfg.has_dst || cfg.family || cfg.proto || cfg.sport || cfg.dport;
 	int words;
 
-	if (!any)
+	if (!has_packet_filter())
 		return 1;
 	if (!e->family)
 		return 0;
@@ -358,16 +362,23 @@ static __always_inline int handle(struct sk_buff *skb, __u8 kind, __u64 location
 	if (kind == DROP_KIND_KFREE_SKB && !match_reason(reason))
 		return 0;
 	dev = RD(d, skb, dev);
-	if (cfg.n_netns) {
+	/* With a packet filter, test it first: the headers cost about what the
+	 * netns does, and ports/addresses tell flows apart more often. Without one,
+	 * the netns test alone decides (and the headers are only read for events
+	 * that leave). cfg is frozen .rodata: the verifier drops the unused arm. */
+	if (has_packet_filter()) {
+		read_headers(skb, &ev, d);
+		if (!match_packet(&ev))
+			return 0;
 		ev.netns = skb_netns(skb, dev, d);
 		if (!match_netns(ev.netns))
 			return 0;
-	}
-	read_headers(skb, &ev, d);
-	if (!match_packet(&ev))
-		return 0;
-	if (!cfg.n_netns)
+	} else {
 		ev.netns = skb_netns(skb, dev, d);
+		if (!match_netns(ev.netns))
+			return 0;
+		read_headers(skb, &ev, d);
+	}
 
 	ev.kind = kind;
 	ev.ts_ns = bpf_ktime_get_ns();
