@@ -109,6 +109,67 @@ _COUNTER_VALUES = re.compile(r"\bcounter packets \d+ bytes \d+")
 _HANDLE = re.compile(r"^(.*?)\s*# handle (\d+)$")
 
 
+# iptables-nft's built-in chains (iptables 1.8.9 nft-chain.c / xtables.c tables)
+_IPT_CHAINS = {
+    "filter": {"INPUT", "FORWARD", "OUTPUT"},
+    "nat": {"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"},
+    "mangle": {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"},
+    "raw": {"PREROUTING", "OUTPUT"},
+    "security": {"INPUT", "FORWARD", "OUTPUT"},
+}
+
+
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def parse_nft_native_marks(text: str) -> set[tuple[str, str]]:
+    """(family, table) of `nft -a list ruleset` tables that iptables-nft did not make.
+
+    iptables-nft-save 1.8.9 also lists a native `table ip filter` and translates
+    what it can: `ip saddr @blocked drop` comes out as `-A INPUT -j DROP`, silently
+    wrong. iptables-nft 1.8.9 never creates named sets, maps or flowtables, never
+    writes set lookups (`@name`) or anonymous sets (`{ ... }`) in a rule, and its base
+    chains carry the built-in names: any of these marks a table as native.
+    """
+    marks: set[tuple[str, str]] = set()
+    fam = table = None
+    depth = 0
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if depth == 0 and line.startswith("table "):
+            parts = line.split()
+            fam, table, depth = parts[1], parts[2], 1
+            continue
+        if depth == 1:
+            if line.startswith(("set ", "map ", "flowtable ", "ct ", "quota ", "counter ", "limit ",
+                                "secmark ", "synproxy ")):
+                marks.add((fam, table))
+            if line.startswith("chain "):
+                chain, depth = line.split()[1], 2
+            elif line == "}":
+                depth = 0
+            elif "{" in line and "}" not in line:
+                depth = 3
+            continue
+        if depth == 3:
+            if line == "}":
+                depth = 1
+            continue
+        if depth == 2:
+            if line == "}":
+                depth = 1
+            elif line.startswith("type ") and " hook " in line:
+                if chain not in _IPT_CHAINS.get(table, ()):
+                    marks.add((fam, table))
+            elif "# handle" in line:
+                bare = _QUOTED.sub('""', line)  # a comment may hold anything
+                if "@" in bare or "{ " in bare:
+                    marks.add((fam, table))
+    return marks
+
+
 def parse_nft_list(text: str) -> list[tuple[str, str, str, int, int, str]]:
     """`nft -a list ruleset` text -> [(family, table, chain, position, handle, rule text)]."""
     out = []
@@ -206,11 +267,15 @@ def index_snapshot(saves: dict[tuple[int, str], str], nft_text: str,
     snap = Snapshot(netns=netns)
     snap.saves = dict(saves)
     consistent = True
+    native = parse_nft_native_marks(nft_text)
     managed: set[tuple[str, str]] = set()  # (nft family, table) owned by iptables-nft
     for (family, backend), text in saves.items():
         for table, chains in parse_save_rules(text).items():
             if backend == "nft":
-                managed.add(("ip" if family == 4 else "ip6", table))
+                key = ("ip" if family == 4 else "ip6", table)
+                if key in native:
+                    continue  # listed by iptables-nft-save, but not its own: see above
+                managed.add(key)
             for chain, lines in chains.items():
                 snap.chains[(family, backend, table, chain)] = [
                     RuleRef(family, backend, table, chain, i, text_, None)

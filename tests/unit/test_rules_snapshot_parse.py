@@ -50,3 +50,19 @@ def test_index_notices_views_that_disagree():
     save = SAVE.replace("[0:0] -A OUTPUT -d 198.51.100.80/32 -p tcp -j DROP\n", "")
     _, consistent = index_snapshot({(4, "nft"): save}, NFT)
     assert not consistent
+
+
+def test_native_table_that_iptables_nft_save_mistranslates():
+    """A native `table ip filter` with a set lookup: iptables-nft-save 1.8.9 lists
+    its rule as `-A INPUT -j DROP`; the snapshot names it in nft syntax instead."""
+    nft = (FIX / "nft_native_filter.txt").read_text()
+    save = (FIX / "iptables_nft_save_native_filter.txt").read_text()
+    assert "[0:0] -A INPUT -j DROP" in save  # the recorded mistranslation
+    snap, consistent = index_snapshot({(4, "nft"): save}, nft)
+    assert consistent
+    ref = snap.lookup("filter", "INPUT", 1, backend="nftables")
+    assert ref is not None and ref.text == "ip saddr @s drop"
+    assert snap.lookup("filter", "INPUT", 1, backend="nft") is None
+    # the iptables-nft nat table (a comment holding "@" and "{") stays iptables-nft's
+    nat = snap.lookup("nat", "OUTPUT", 1)
+    assert nat.backend == "nft" and nat.text.endswith('--comment "a @ { b" -j RETURN')
