@@ -44,6 +44,8 @@ class ItemResult:
     explanations: list[dict] = field(default_factory=list)
     ignored: list[dict] = field(default_factory=list)  # the probe's own artifacts (check.py)
     lost_events: int = 0
+    ready_s: float = 0.0  # investigate(): until its engines were armed
+    elapsed_s: float = 0.0  # investigate(): in all
 
     @property
     def ok(self) -> bool:
@@ -63,6 +65,8 @@ class ItemResult:
             "explanations": self.explanations,
             "ignored": self.ignored,
             "lost_events": self.lost_events,
+            "trace_ready_s": round(self.ready_s, 3),
+            "trace_s": round(self.elapsed_s, 3),
         }
 
 
@@ -247,6 +251,8 @@ def observe_item(lab: Lab, sc: Scenario, item: Traffic, listeners, debug: bool =
     result.through = _got_through(item, result.sent, _udp_served(listeners) - before)
     result.explanations, result.ignored = split_explanations(_explanations_json(inv), item)
     result.lost_events = int(getattr(inv, "lost", 0) or 0)
+    result.ready_s = float(getattr(inv, "ready_s", 0.0) or 0.0)
+    result.elapsed_s = float(getattr(inv, "elapsed_s", 0.0) or 0.0)
     host_ids = {name: {h.inode, h.netns, name} for name, h in lab.hosts.items()}
     result.seen, problems = match_expectation(item.expect, item, result.explanations,
                                               result.through, host_ids)
