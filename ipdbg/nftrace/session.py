@@ -23,7 +23,7 @@ from ..errors import IpdbgError, KernelError, PrivilegeError
 from ..events import TRACE_POLICY, TRACE_RULE, TraceEvent
 from ..filters import PacketFilter
 from ..netns import enter_netns, netns_inode
-from . import build, nflog, nl, sock
+from . import build, nflog, nl, sock, xtinfo
 from .decode import DecodeError, decode_nflog, decode_ruleset_change, decode_trace
 
 log = logging.getLogger("ipdbg.nftrace")
@@ -92,6 +92,7 @@ class _Netns:
         self.saved_loggers: dict[int, str] = {}
         self.snapshot = None
         self.snapshot_at = 0.0  # time.monotonic() of the read
+        self.legacy_watch: xtinfo.LegacyWatch | None = None
         self.dirty_since: float | None = None
         self.lost = 0
         self.refs: dict[tuple, object] = {}
@@ -168,6 +169,7 @@ class TraceSession:
         return bool(self.legacy) and self.legacy != "no"
 
     def _bind_nflog(self, ns: _Netns) -> None:
+        ns.legacy_watch = xtinfo.LegacyWatch(ns.path)
         ns.saved_loggers = {pf: nflog.read_nf_log(ns.path, pf) for pf in LEGACY_PFS}
         # The guard first: it must exist before anything it would have to undo.
         ns.guard = nflog.NflogGuard(ns.path, ns.saved_loggers)
@@ -214,6 +216,9 @@ class TraceSession:
             if ns.nflog is not None:
                 ns.nflog.close()
                 ns.nflog = None
+            if ns.legacy_watch is not None:
+                ns.legacy_watch.close()
+                ns.legacy_watch = None
             for pf, name in ns.saved_loggers.items():
                 try:
                     nflog.restore_nf_log(ns.path, pf, name)
@@ -317,6 +322,7 @@ class TraceSession:
             if single and ours is not None and record is None and ours in bytes(mv[:n]):
                 continue
             ts = time.monotonic_ns()
+            checked = False  # legacy: ruleset change check, once per datagram
             msgs = ((mtype, 0, 0, 0, mv[16:mlen]),) if single and mlen >= 16 else nl.parse_nlmsgs(mv[:n])
             for mtype, _flags, _seq, _pid, payload in msgs:
                 if record is not None:
@@ -334,8 +340,12 @@ class TraceSession:
                         ev = decode_nflog(payload, inode, ts)
                         if ev is None:
                             continue
-                        if time.monotonic() - ns.snapshot_at > LEGACY_MAX_AGE_S:
-                            self._refresh(ns)
+                        if not checked:
+                            checked = True
+                            watch = ns.legacy_watch
+                            if (watch is not None and watch.changed()) or \
+                                    time.monotonic() - ns.snapshot_at > LEGACY_MAX_AGE_S:
+                                self._refresh(ns)
                 except (DecodeError, KeyError, IndexError, ValueError) as e:
                     log.debug("undecodable %s message: %s", kind, e)
                     continue
