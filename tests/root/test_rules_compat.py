@@ -117,30 +117,32 @@ def test_listings_match_iptables(lab, path, backend):
     assert native > 0
 
 
-GENERATED = [(seed, family, backend) for seed in (1, 2) for family in (4, 6)
-             for backend in record.BACKENDS]
+GENERATED = [(table, seed, family, backend)
+             for table, seeds in (("filter", (1, 2)), ("nat", (1,)))
+             for seed in seeds for family in (4, 6) for backend in record.BACKENDS]
 
 
-@pytest.mark.parametrize("seed, family, backend", GENERATED,
-                         ids=[f"seed{s}-ipv{f}-{b}" for s, f, b in GENERATED])
-def test_generated_rulesets_match_iptables(lab, seed, family, backend):
+@pytest.mark.parametrize("table, seed, family, backend", GENERATED,
+                         ids=[f"{t}-seed{s}-ipv{f}-{b}" for t, s, f, b in GENERATED])
+def test_generated_rulesets_match_iptables(lab, table, seed, family, backend):
     """Random combinations of what we render (tests/fixtures/rules/generate.py),
     loaded rule by rule (iptables refuses some combinations), all 16 -L flag
-    combinations and -S, -S -v of the filter table."""
+    combinations and -S, -S -v of the table."""
     binary = record.tool(family, backend)
     if not _available(binary):
         pytest.skip(f"{binary} not installed")
-    lines = generate.generate(seed, n=150, family=family).splitlines()
+    make = generate.generate if table == "filter" else generate.generate_nat
+    lines = make(seed, n=150, family=family).splitlines()
     host = lab.add_host("gen")
     restore = record.tool(family, backend, "-restore")
     host.run([restore, "-c"], input="\n".join(x for x in lines if x[:1] in "*:") + "\nCOMMIT\n")
     rules = [x for x in lines if x.startswith("[")]
-    loaded = sum(host.run([restore, "-c", "--noflush"], input=f"*filter\n{x}\nCOMMIT\n",
+    loaded = sum(host.run([restore, "-c", "--noflush"], input=f"*{table}\n{x}\nCOMMIT\n",
                           check=False).returncode == 0 for x in rules)
     assert loaded > 0.8 * len(rules)
     save = host.run([record.tool(family, backend, "-save"), "-c"]).stdout
-    cmds = [["-t", "filter", "-L"] + f for f in record.flag_combinations()]
-    cmds += [["-t", "filter", "-S"], ["-t", "filter", "-S", "-v"]]
+    cmds = [["-t", table, "-L"] + f for f in record.flag_combinations()]
+    cmds += [["-t", table, "-S"], ["-t", table, "-S", "-v"]]
     outputs = record.run_in_host(host, family, backend, cmds)
     mismatches, fallbacks, native = _compare(parse_save(save, family), outputs, binary,
                                              read_files_resolver())
