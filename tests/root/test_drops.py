@@ -322,3 +322,20 @@ def test_icmp_echo_id_and_seq_in_port_fields(pair):
     ev = [e for e in events if e.kind == "kfree_skb"][0]
     assert ev.reason_name == "NETFILTER_DROP"
     assert (ev.key.proto, ev.key.sport, ev.key.dport) == (1, 0x4242, 7)
+
+
+def test_cli_dump_raw_records_decode_to_printed_events(pair, tmp_path):
+    from ipdbg.bpf.decode import decode_drop_event
+
+    a, b = pair
+    raw = tmp_path / "raw.hex"
+    proc = _start_cli(["--dst", "10.81.0.2:88", "-o", "json", "--count", "1", "--timeout", "20",
+                       "--dump-raw", str(raw)], str(tmp_path / "ready"))
+    traffic.send_tcp_connect(a.netns, "10.81.0.2", 88)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    printed = [json.loads(line) for line in out.splitlines()][:-1]
+    records = [bytes.fromhex(line) for line in raw.read_text().split()]
+    decoded = [decode_drop_event(r) for r in records]
+    assert [(e.kind, e.skb, e.key.sport) for e in decoded][:len(printed)] == \
+        [(p["kind"], int(p["skb"], 16), p["sport"]) for p in printed]
