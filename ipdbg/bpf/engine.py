@@ -145,7 +145,6 @@ class DropMonitor:
         self._stack = ExitStack()
         try:
             self._load(wanted, config)
-            self._attach()
             self._lost_map = self._obj.map("lost")
             if self.ring_reader == "mmap":
                 self._ring = libbpf.MmapRing(self._obj.map("events"), self.ringbuf_bytes)
@@ -175,17 +174,22 @@ class DropMonitor:
         return btf.find(f"btf_trace_{kind}", "TYPEDEF") is not None
 
     def _load(self, kinds: list[str], config: bytes) -> None:
-        """Open and load the object with one flavour, trying them in order."""
+        """Open, load and attach the programs of one flavour, trying them in
+        order; a flavour whose kfree_skb program fails to load or attach is
+        undone and the next one is tried (its error is kept for the report)."""
         tier = TIERS[self.tier]
         failures = []
         for flavour in self.flavours:
-            chosen = {s.program: s for s in tier["programs"] if s.flavour == flavour and s.kind in kinds}
-            if "kfree_skb" in kinds and not any(s.kind == "kfree_skb" for s in chosen.values()):
+            chosen = [s for s in tier["programs"] if s.flavour == flavour and s.kind in kinds]
+            if "kfree_skb" in kinds and not any(s.kind == "kfree_skb" for s in chosen):
                 continue
-            obj = libbpf.BpfObject(OBJECT_PATH, debug=self.debug)
+            attempt = ExitStack()
             try:
+                obj = libbpf.BpfObject(OBJECT_PATH, debug=self.debug)
+                attempt.callback(obj.close)
+                names = {s.program for s in chosen}
                 for prog in obj.programs():
-                    prog.set_autoload(prog.name in chosen)
+                    prog.set_autoload(prog.name in names)
                 rodata = obj.map(".rodata").initial_value()
                 if len(rodata) < CONFIG_SIZE:
                     raise KernelError(f".rodata of {OBJECT_PATH} is {len(rodata)} bytes, "
@@ -194,32 +198,32 @@ class DropMonitor:
                 rodata[:CONFIG_SIZE] = config
                 obj.map("events").set_max_entries(self.ringbuf_bytes)
                 obj.load()
+                links, attached, skipped = [], [], {}
+                for spec in chosen:
+                    try:
+                        link = obj.program(spec.program).attach()
+                    except KernelError as exc:
+                        if spec.kind == "kfree_skb":
+                            raise
+                        skipped[spec.kind] = exc.message
+                        continue
+                    attempt.callback(link.close)  # closed before the object (LIFO)
+                    links.append(link)
+                    attached.append(spec.attach_name)
             except KernelError as exc:
-                obj.close()
+                attempt.close()
                 failures.append(f"{flavour}: {exc.message}")
                 continue
             except BaseException:
-                obj.close()
+                attempt.close()
                 raise
-            self.load_failures = failures
+            self._stack.enter_context(attempt)
             self._obj = obj
-            self._stack.callback(obj.close)
-            self._chosen = list(chosen.values())
+            self.links, self.attached = links, attached
+            self.skipped.update(skipped)
+            self.load_failures = failures
             return
-        raise KernelError("no flavour of the drop programs loads: " + "; ".join(failures))
-
-    def _attach(self) -> None:
-        for spec in self._chosen:
-            try:
-                link = self._obj.program(spec.program).attach()
-            except KernelError as exc:
-                if spec.kind == "kfree_skb":
-                    raise
-                self.skipped[spec.kind] = exc.message
-                continue
-            self.links.append(link)
-            self._stack.callback(link.close)
-            self.attached.append(spec.attach_name)
+        raise KernelError("no flavour of the drop programs loads and attaches: " + "; ".join(failures))
 
     # -- tear-down -------------------------------------------------------------
 

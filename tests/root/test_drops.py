@@ -339,3 +339,23 @@ def test_cli_dump_raw_records_decode_to_printed_events(pair, tmp_path):
     decoded = [decode_drop_event(r) for r in records]
     assert [(e.kind, e.skb, e.key.sport) for e in decoded][:len(printed)] == \
         [(p["kind"], int(p["skb"], 16), p["sport"]) for p in printed]
+
+
+def test_flavour_that_cannot_attach_falls_back_to_the_next():
+    import os.path
+
+    if os.path.exists("/sys/kernel/tracing/events/skb/kfree_skb/id") or \
+            os.path.exists("/sys/kernel/debug/tracing/events/skb/kfree_skb/id"):
+        pytest.skip("tracefs is mounted here: the classic tracepoint would attach")
+    with DropMonitor(build_filter(dst="203.0.113.1"), flavours=("tracepoint", "raw_tp")) as mon:
+        assert "raw_tp/kfree_skb" in mon.attached
+        assert len(mon.load_failures) == 1 and mon.load_failures[0].startswith("tracepoint: attaching")
+        ids = mon.link_ids
+    # the tracepoint attempt left nothing behind, and neither does the monitor
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(
+            subprocess.run(["bpftool", "link", "show", "id", str(i)], capture_output=True).returncode == 0
+            for i in ids):
+        time.sleep(0.1)
+    assert not any(subprocess.run(["bpftool", "link", "show", "id", str(i)], capture_output=True).returncode == 0
+                   for i in ids)
