@@ -228,7 +228,14 @@ def _format_rules(rules: list[Rule], ctx: PrintContext, flags: int, chains, out:
         hit = tails.get(key)
         if hit is None:
             p = rule.parts = parse_rule_spec(spec, ctx.family, _head=hm)
-            hit = tails[key] = (p.target or "", _tail_text(p, ctx, chains))
+            if (p.source, p.destination, p.in_interface, p.out_interface, p.protocol) == \
+                    (g[1], g[3], g[5], g[7], g[9]) and (p.fragment is None) == (g[11] is None):
+                hit = tails[key] = (p.target or "", _tail_text(p, ctx, chains))
+            else:  # address options after the matches: not iptables-save's order
+                hit = tails[key] = False
+        if hit is False:
+            out.append(format_rule_line(rule, n, ctx, flags, chains))
+            continue
         out.append(_line(rule, n, ctx, flags, hit[0], g[9], g[8] is not None,
                          None if g[11] is None else g[10] is None,
                          g[1], g[0] is not None, g[3], g[2] is not None,
@@ -292,7 +299,7 @@ def _rule_S(chain: str, rule: Rule, verbose: bool) -> str:
     if not verbose:
         return f"-A {chain} {rule.spec}" if rule.spec else f"-A {chain}"
     counters = f"-c {rule.packets} {rule.bytes}"
-    if rule.parts.target is None:
+    if _rule_target(rule) is None:
         return f"-A {chain} {rule.spec} {counters}" if rule.spec else f"-A {chain} {counters}"
     cut = _target_offset(rule.spec)
     head = rule.spec[:cut]

@@ -230,3 +230,19 @@ def test_recorded_etc_resolver_answers_like_iptables_did():
     assert RESOLVER.lookup_protocol(47) == "gre"
     assert RESOLVER.lookup_protocol_number("ipv6-icmp") == 58
     assert RESOLVER.lookup_user(0) == "root"
+
+
+def test_specs_not_in_save_order_still_list_right():
+    """A spec written by hand (addresses after the matches) takes the slow path."""
+    odd = parse_save(
+        "*filter\n:INPUT ACCEPT [0:0]\n"
+        "[0:0] -A INPUT -m comment --comment x -s 10.0.0.1/32 ! -i eth0 -p udp -j DROP\n"
+        "[0:0] -A INPUT -m comment --comment x -s 10.0.0.1/32 ! -i eth0 -p udp -j DROP\n"
+        "[0:0] -A INPUT -s 10.0.0.1/32 ! -i eth0 -p udp -m comment --comment x -j DROP\n"
+        "COMMIT\n", 4)
+    lines = format_list(odd, "filter", numeric=True, verbose=True).splitlines()[2:]
+    assert lines[0] == lines[1] == lines[2] == (
+        "    0     0 DROP       17   --  !eth0  *       10.0.0.1             0.0.0.0/0"
+        "            /* x */")
+    assert format_rules_S(odd, "filter", verbose=True).splitlines()[1] == (
+        "-A INPUT -m comment --comment x -s 10.0.0.1/32 ! -i eth0 -p udp -c 0 0 -j DROP")
