@@ -265,3 +265,25 @@ def test_batch_inserting_at_lines_it_adds(host, backend):
     assert chain(host, backend, "INPUT") == before + [
         "-A INPUT -s 10.5.0.2/32 -j ACCEPT", "-A INPUT -s 10.5.0.3/32 -j ACCEPT",
         "-A INPUT -s 10.5.0.1/32 -j ACCEPT"]
+
+
+def test_named_netns_and_auto_backend(host):
+    """--netns NAME (an `ip netns` name) and --backend auto (the system's iptables)."""
+    import json
+
+    name = f"ipdbg-rules-t{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "netns", "exec", name, "iptables-nft", "-A", "INPUT", "-s",
+                        "10.6.0.1", "-j", "DROP"], check=True)
+        r = subprocess.run([sys.executable, "-m", "ipdbg.cli", "rules", "--netns", name,
+                            "-S", "INPUT", "-o", "json"], capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=60)
+        assert r.returncode == 0, r.stderr
+        doc = json.loads(r.stdout)
+        real = os.path.realpath("/usr/sbin/iptables")
+        assert doc["backend"] == ("legacy" if "legacy" in real else "nft")
+        if doc["backend"] == "nft":
+            assert doc["chains"][0]["rules"][0]["rule"] == "-A INPUT -s 10.6.0.1/32 -j DROP"
+    finally:
+        subprocess.run(["ip", "netns", "del", name])
