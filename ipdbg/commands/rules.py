@@ -238,8 +238,8 @@ def _edit(inv, backend, netns, out) -> None:
     if inv.dry_run:
         if inv.output == "json":
             out.write(_json({"dry_run": True, "backend": backend, "family": family,
-                                  "restore_argv": _restore_argv(family, backend, counters),
-                                  "batch": batch_text, "summary": batch.summary}, indent=2) + "\n")
+                             "restore_argv": _restore_argv(family, backend, counters),
+                             "batch": batch_text, "summary": batch.summary}) + "\n")
         else:
             out.write(batch_text)
         return
@@ -267,7 +267,7 @@ def _edit(inv, backend, netns, out) -> None:
         raise err
     if inv.output == "json":
         out.write(_json({"applied": True, "backend": backend, "family": family,
-                              "batch": batch_text, "summary": batch.summary}, indent=2) + "\n")
+                         "batch": batch_text, "summary": batch.summary}) + "\n")
 
 
 def _put_back_committed(stderr, batch, family, backend, netns, texts, err) -> None:
