@@ -22,7 +22,7 @@ from .extensions import (
     format_address, proto_number,
 )
 from .model import Chain, Rule, RuleParts, Ruleset, Table
-from .parse import _HEAD, parse_rule_spec
+from .parse import _HEAD, gc_paused, parse_rule_spec
 
 __all__ = ["UnsupportedExtension", "format_list", "format_rules_S", "format_rule_line",
            "format_num", "rule_to_json"]
@@ -209,37 +209,84 @@ def _format_rules(rules: list[Rule], ctx: PrintContext, flags: int, chains, out:
     Rules whose parts are not built yet are read straight from the spec: the head
     (addresses, interfaces, protocol, -f) with parse._HEAD, and the rest rendered
     once per distinct (protocol, rest) in this listing; big chains repeat the same
-    matches and target a lot (blocklists, kube-proxy services).
+    matches and target a lot (blocklists, kube-proxy services). The columns are
+    ``_line``'s, written out in the loop (it runs 20,000 times for a big chain).
     """
     tails: dict = {}
     head_re = _HEAD
-    v6 = ctx.family == 6
+    family = ctx.family
+    v6 = family == 6
+    numeric = ctx.numeric
+    resolver = ctx.resolver
+    addrs = ctx.addrs
+    protos = ctx.protos
+    verbose = bool(flags & _VERBOSE)
+    exact = bool(flags & _EXACT)
+    lines = bool(flags & _LINES)
+    any_if = "*" if numeric else "any"
+    all_proto = "0" if numeric else "all"
+    append = out.append
     for n, rule in enumerate(rules, 1):
         if rule.__dict__.get("_parts") is not None:
-            out.append(format_rule_line(rule, n, ctx, flags, chains))
+            append(format_rule_line(rule, n, ctx, flags, chains))
             continue
         spec = rule.spec
         hm = head_re.match(spec + " ")
         g = hm.groups()
         if v6 and g[11] is not None:
-            out.append(format_rule_line(rule, n, ctx, flags, chains))  # raises UsageError
+            append(format_rule_line(rule, n, ctx, flags, chains))  # raises UsageError
             continue
-        key = (g[9], spec[hm.end():])
+        proto = g[9]
+        key = (proto, spec[hm.end():])
         hit = tails.get(key)
         if hit is None:
-            p = rule.parts = parse_rule_spec(spec, ctx.family, _head=hm)
+            p = rule.parts = parse_rule_spec(spec, family, _head=hm)
             if (p.source, p.destination, p.in_interface, p.out_interface, p.protocol) == \
-                    (g[1], g[3], g[5], g[7], g[9]) and (p.fragment is None) == (g[11] is None):
-                hit = tails[key] = (p.target or "", _tail_text(p, ctx, chains))
+                    (g[1], g[3], g[5], g[7], proto) and (p.fragment is None) == (g[11] is None):
+                target = p.target or ""
+                if target == "NOTRACK":
+                    target = "CT"  # libxt_CT.c: NOTRACK is an alias of CT revision 0
+                hit = tails[key] = (f"{target:<9s} ", _tail_text(p, ctx, chains))
             else:  # address options after the matches: not iptables-save's order
                 hit = tails[key] = False
         if hit is False:
-            out.append(format_rule_line(rule, n, ctx, flags, chains))
+            append(format_rule_line(rule, n, ctx, flags, chains))
             continue
-        out.append(_line(rule, n, ctx, flags, hit[0], g[9], g[8] is not None,
-                         None if g[11] is None else g[10] is None,
-                         g[1], g[0] is not None, g[3], g[2] is not None,
-                         g[5], g[4] is not None, g[7], g[6] is not None, hit[1]))
+        # the columns, as _line() writes them
+        if verbose:
+            pk, by = rule.packets, rule.bytes
+            if exact:
+                prefix = f"{pk:8d} {by:8d} "
+            else:
+                prefix = (f"{pk:5d} " if pk <= 99999 else format_num(pk, False) + " ") + \
+                         (f"{by:5d} " if by <= 99999 else format_num(by, False) + " ")
+            iif = ("!" if g[4] else "") + (g[5] or any_if)
+            oif = ("!" if g[6] else "") + (g[7] or any_if)
+            via = f" {iif:<6s} {oif:<6s} "
+        else:
+            prefix = via = ""
+        if lines:
+            prefix = f"{n:<4d} " + prefix
+        if proto is None:
+            proto = all_proto
+        elif numeric:
+            text = protos.get(proto)
+            if text is None:
+                text = protos[proto] = str(proto_number(proto, resolver))
+            proto = text
+        if v6 or g[11] is None:
+            opt = "-- "
+        else:
+            opt = "!f " if g[10] else "-f "
+        src, dst = g[1], g[3]
+        s = addrs.get(src)
+        if s is None:
+            s = addrs[src] = format_address(src, family, numeric, resolver)
+        d = addrs.get(dst)
+        if d is None:
+            d = addrs[dst] = format_address(dst, family, numeric, resolver)
+        append(f"{prefix}{hit[0]}{'!' if g[8] else ' '}{proto:<4s} {opt}{via}"
+               f"{'!' if g[0] else ' '}{s:<19s} {'!' if g[2] else ' '}{d:<19s} {hit[1]}")
 
 
 def _header(flags: int) -> str:
@@ -263,6 +310,12 @@ def format_list(ruleset: Ruleset, table: str, chain: str | None = None, *, numer
     unknown table or chain and ``UnsupportedExtension`` for a match or target we
     do not render (the caller then runs the system's iptables -L).
     """
+    with gc_paused():
+        return _format_list(ruleset, table, chain, numeric, verbose, exact, line_numbers,
+                            resolver)
+
+
+def _format_list(ruleset, table, chain, numeric, verbose, exact, line_numbers, resolver) -> str:
     t, chains = _lookup(ruleset, table, chain)
     if resolver is None and not numeric:
         # The default resolver does what iptables does (libc lookups); it is only

@@ -15,6 +15,8 @@ with strings quoted by xtables_save_string(): double quotes, and a backslash bef
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import re
 
 from ..errors import UsageError
@@ -211,11 +213,33 @@ def _counters(text: str, where: str) -> tuple[int, int]:
         raise UsageError(f"bad counters {text!r} at {where}") from None
 
 
+@contextlib.contextmanager
+def gc_paused():
+    """No cyclic GC while building or rendering tens of thousands of small objects.
+
+    None of them form cycles; CPython would otherwise run a collection every 700
+    allocations, and full ones as the heap grows (a fifth of the time of a
+    20,000-rule listing). The previous state comes back whatever happens.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def parse_save(text: str, family: int) -> Ruleset:
     """Parse the output of ``iptables-save -c`` (or without -c) into a ``Ruleset``.
 
     Rule specs are split into ``RuleParts`` on first use of ``Rule.parts``.
     """
+    with gc_paused():
+        return _parse_save(text, family)
+
+
+def _parse_save(text: str, family: int) -> Ruleset:
     if family not in (4, 6):
         raise UsageError(f"family must be 4 or 6, not {family!r}")
     ruleset = Ruleset(family=family)
