@@ -52,6 +52,20 @@ def one_round(client) -> dict:
             "verdict": float(m.group(2)) if m else float("nan")}
 
 
+def write_section(text: str) -> None:
+    """Replace our marked section of bench/RESULTS.md (append it the first time)."""
+    path = os.path.join(ROOT, "bench", "RESULTS.md")
+    begin, end = "<!-- why_probe:begin -->", "<!-- why_probe:end -->"
+    block = f"{begin}\n{text}\n{end}\n"
+    old = open(path).read() if os.path.exists(path) else ""
+    if begin in old and end in old:
+        new = old[: old.index(begin)] + block + old[old.index(end) + len(end) + 1:]
+    else:
+        new = old + ("\n" if old and not old.endswith("\n") else "") + block
+    with open(path, "w") as f:
+        f.write(new)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=10)
@@ -83,8 +97,7 @@ def main() -> int:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        with open(os.path.join(ROOT, "bench", "RESULTS.md"), "a") as f:
-            f.write("\n" + text + "\n")
+        write_section(text)
     return 0 if ok == args.rounds and worst <= TARGET_S else 1
 
 
