@@ -4,9 +4,11 @@
  * (icmp:icmp_send) or TCP RST (tcp:tcp_send_reset) a packet caused, filtered in
  * the kernel by the const volatile `cfg` that user space fills before load.
  *
- * Each tracepoint has three entry points (tp_btf, raw_tp, classic tracepoint);
- * the loader (ipdbg/bpf/engine.py) autoloads one flavour, tp_btf first.
- * All reads go through BPF_CORE_READ so the same body serves every flavour.
+ * Each tracepoint has up to three entry points (tp_btf, raw_tp, classic
+ * tracepoint); the loader (ipdbg/bpf/engine.py) autoloads one flavour, tp_btf
+ * first. One body, handle(), serves them all: `d` says whether its pointers are
+ * typed (tp_btf: direct loads) or not (BPF_CORE_READ), see RD() and
+ * read_headers(). Keep struct drop_event/drops_config in sync with decode.py.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
