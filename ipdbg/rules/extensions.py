@@ -962,6 +962,37 @@ def _print_cluster(m: Match, ctx: PrintContext) -> str:
             f"hash_seed={_one(o['--cluster-hash-seed'])}")
 
 
+# libxt_sctp.c sctp_chunk_names[0..14]: index == chunk type only up to here; its
+# print_chunk() indexes the table by chunk type, so later names print wrongly there
+# and are left to iptables.
+_SCTP_CHUNKS = ("DATA", "INIT", "INIT_ACK", "SACK", "HEARTBEAT", "HEARTBEAT_ACK", "ABORT",
+                "SHUTDOWN", "SHUTDOWN_ACK", "ERROR", "COOKIE_ECHO", "COOKIE_ACK", "ECN_ECNE",
+                "ECN_CWR", "SHUTDOWN_COMPLETE")
+
+
+def _print_sctp(m: Match, ctx: PrintContext) -> str:
+    """libxt_sctp.c sctp_print(): ports, then " [!] MODE CHUNKS"."""
+    out = " sctp"
+    for opt in m.options:
+        if opt.name in ("--sport", "--source-port"):
+            out += _tcpudp_ports("spt", opt, "sctp", ctx)
+        elif opt.name in ("--dport", "--destination-port"):
+            out += _tcpudp_ports("dpt", opt, "sctp", ctx)
+        elif opt.name == "--chunk-types" and len(opt.values) == 2 and \
+                opt.values[0] in ("any", "all", "only"):
+            mode, chunks = opt.values
+            if chunks not in ("ALL", "NONE"):
+                names = chunks.split(",")
+                if any(n not in _SCTP_CHUNKS for n in names):  # flags (DATA:Be) or later types
+                    raise _unsupported(m, detail=f"chunk types {chunks}")
+                if ctx.numeric:
+                    chunks = ",".join(f"0x{_SCTP_CHUNKS.index(n):04X}" for n in names)
+            out += f"{' !' if opt.negated else ''} {mode} {chunks}"
+        else:
+            raise _unsupported(m, detail=f"option {opt.name}")
+    return out
+
+
 MATCH_PRINTERS = {
     "esp": _print_esp,
     "ah": _print_ah,
@@ -986,7 +1017,7 @@ MATCH_PRINTERS = {
     "ecn": _print_ecn,
     "tcp": _print_tcp,
     "udp": _make_ports_printer("udp"),
-    "sctp": _make_ports_printer("sctp"),
+    "sctp": _print_sctp,
     "icmp": _make_icmp_printer("icmp", "--icmp-type", _ICMP_CODES),
     "icmp6": _make_icmp_printer("ipv6-icmp", "--icmpv6-type", _ICMP6_CODES),
     "multiport": _print_multiport,
