@@ -87,9 +87,9 @@ def test_unsupported_chain_raises_but_other_chains_render():
     data, ruleset = load(RECORDED / "40-misc-matches.nft.json")
     with pytest.raises(UnsupportedExtension) as exc:
         format_list(ruleset, "filter", "INPUT", numeric=True)
-    # the first rule we cannot render: SCTP chunk types
+    # the first rule we cannot render: SCTP chunk type ASCONF (193)
     assert exc.value.name == "sctp" and exc.value.kind == "match"
-    assert "chunk-types" in exc.value.message
+    assert "chunk types ASCONF" in exc.value.message
     with pytest.raises(UnsupportedExtension):
         format_list(ruleset, "filter", numeric=True, verbose=True)  # whole table
     expected = next(r["output"] for r in data["outputs"]
