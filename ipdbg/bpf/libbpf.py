@@ -30,7 +30,8 @@ c_size_t = ctypes.c_size_t
 # typedef int (*ring_buffer_sample_fn)(void *ctx, void *data, size_t size);
 RING_BUFFER_SAMPLE_FN = ctypes.CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
 # typedef int (*libbpf_print_fn_t)(enum libbpf_print_level, const char *, va_list);
-# x86-64 passes va_list as a pointer (it is an array type), which vsnprintf takes back.
+# x86-64 passes va_list as a pointer (it is an array type), aarch64 as a pointer to
+# its 32-byte struct: either way vsnprintf takes the same pointer back.
 PRINT_FN = ctypes.CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
 
 LIBBPF_WARN, LIBBPF_INFO, LIBBPF_DEBUG = 0, 1, 2
@@ -164,7 +165,17 @@ def _last_warning(mark: int) -> str:
 
 # -- handles -------------------------------------------------------------------
 
-class Link:
+class _Closing:
+    """``with handle:`` closes it; close() is idempotent."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Link(_Closing):
     """An attached program (an fd: the kernel detaches it when we exit or die)."""
 
     def __init__(self, ptr: int, name: str):
@@ -259,7 +270,7 @@ class Program:
         return Link(ptr, self.section)
 
 
-class BpfObject:
+class BpfObject(_Closing):
     """An opened (then loaded) BPF object file; ``close()`` frees everything."""
 
     def __init__(self, path: str, debug: bool = False):
@@ -274,12 +285,6 @@ class BpfObject:
         if not self.ptr:
             err = ctypes.get_errno() or _errno.EINVAL
             raise _kernel_error(f"opening BPF object {path}", err, _last_warning(mark))
-
-    def __enter__(self) -> "BpfObject":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def programs(self) -> list[Program]:
         out, p = [], None
@@ -327,7 +332,7 @@ class BpfObject:
             self.ptr = None
 
 
-class RingBuffer:
+class RingBuffer(_Closing):
     """ring_buffer__new over one map; ``poll`` returns the raw records (bytes).
 
     The callback only copies each record (the slot is released when it returns);
@@ -375,7 +380,7 @@ class RingBuffer:
             self.ptr = None
 
 
-class MmapRing:
+class MmapRing(_Closing):
     """Reads a BPF ring buffer through its own mmap, without libbpf's per-record
     callback (a ctypes callback costs about 1 us per record in Python; this
     reader returns a whole batch as one buffer and the offsets of its records).
