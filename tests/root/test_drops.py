@@ -283,6 +283,8 @@ def test_failed_flavour_names_the_step():
     # classic tracepoints need tracefs for their id: the attach step fails, with errno text
     assert "attaching tracepoint/skb/kfree_skb" in exc.value.message
     assert "ENOENT" in exc.value.message
+    # libbpf's own words, captured through its print callback (vsnprintf of its va_list)
+    assert "failed to create tracepoint 'skb/kfree_skb'" in exc.value.message
 
 
 def test_doctor_section_lists_what_attaches():
