@@ -361,3 +361,13 @@ def test_flavour_that_cannot_attach_falls_back_to_the_next():
         time.sleep(0.1)
     assert not any(subprocess.run(["bpftool", "link", "show", "id", str(i)], capture_output=True).returncode == 0
                    for i in ids)
+
+
+def test_cli_debug_shows_libbpf_and_verifier_log():
+    proc = subprocess.run(IPDBG + ["--debug", "drops", "--dst", "203.0.113.9", "--timeout", "0.1"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "libbpf: prog 'ipdbg_kfree_skb_btf': -- BEGIN PROG LOAD LOG --" in proc.stderr
+    assert "processed " in proc.stderr  # the verifier's summary line
+    assert "attached tp_btf/kfree_skb" in proc.stderr
+    assert proc.stdout.startswith("-- 0 drops, 0 events lost")
