@@ -16,7 +16,7 @@ from datetime import datetime
 
 import click
 
-from ..errors import Interrupted
+from ..errors import Interrupted, UsageError
 from ..events import DropEvent, format_tcp_flags
 
 
@@ -156,13 +156,15 @@ def format_hex_record(rec: bytes) -> str:
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--count", type=click.IntRange(min=1), help="Stop after N drops.")
 @click.option("--timeout", type=click.FloatRange(min=0), help="Stop after S seconds.")
+@click.option("--buffer", "buffer_mib", type=click.IntRange(min=1, max=1024), default=32, show_default=True,
+              metavar="MiB", help="Ring buffer size (a power of two); raise it if events are lost.")
 @click.option("--ready-file", type=click.Path(dir_okay=False), hidden=True,
               help="Written once the programs are attached (tests start traffic then).")
 @click.option("--dump-raw", type=click.Path(dir_okay=False), hidden=True,
               help="Also append each raw ring-buffer record (hex) to this file (fixtures).")
 @click.pass_context
 def drops(ctx, src, dst, proto, both_directions, netns, reasons, output, count, timeout,
-          ready_file, dump_raw):
+          buffer_mib, ready_file, dump_raw):
     """Live monitor of packets the kernel drops, with reason and location.
 
     \b
@@ -179,6 +181,8 @@ def drops(ctx, src, dst, proto, both_directions, netns, reasons, output, count, 
     from ..privileges import CAP_BPF, CAP_PERFMON, require_caps
 
     debug = bool(ctx.obj and ctx.obj.get("debug"))
+    if buffer_mib & (buffer_mib - 1):
+        raise UsageError(f"--buffer {buffer_mib}: not a power of two", "e.g. --buffer 64")
     flt = build_filter(src=src, dst=dst, proto=proto)
     if both_directions:
         flt = replace(flt, both_directions=True)
@@ -191,7 +195,8 @@ def drops(ctx, src, dst, proto, both_directions, netns, reasons, output, count, 
     out = sys.stdout
     raw_file = open(dump_raw, "a") if dump_raw else None
     deadline = None if timeout is None else time.monotonic() + timeout
-    mon = DropMonitor(flt, netns_inodes=inodes, reasons=list(reasons), debug=debug)
+    mon = DropMonitor(flt, netns_inodes=inodes, reasons=list(reasons), debug=debug,
+                      ringbuf_bytes=buffer_mib << 20)
     try:
         with mon:
             if debug:

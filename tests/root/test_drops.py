@@ -371,3 +371,12 @@ def test_cli_debug_shows_libbpf_and_verifier_log():
     assert "processed " in proc.stderr  # the verifier's summary line
     assert "attached tp_btf/kfree_skb" in proc.stderr
     assert proc.stdout.startswith("-- 0 drops, 0 events lost")
+
+
+def test_cli_buffer_must_be_a_power_of_two():
+    bad = subprocess.run(IPDBG + ["drops", "--buffer", "48", "--timeout", "0.1"], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "not a power of two" in bad.stderr
+    ok = subprocess.run(IPDBG + ["drops", "--buffer", "64", "--dst", "203.0.113.9", "--timeout", "0.1"],
+                        capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
