@@ -128,6 +128,7 @@ def _bad(msg: str, hint: str | None = None) -> UsageError:
     return UsageError(msg, hint or "see `ipdbg rules --help` (it takes iptables' own syntax)")
 
 
+_BUNDLE = re.compile(r"-[nvx46]+[LSFZXN]?|-[nvx46]*[LSFZXN][nvx46]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _IPV4 = re.compile(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?:/(\d{1,2}))?")
 
@@ -270,6 +271,10 @@ def parse_argv(argv: list[str] | tuple[str, ...], *, allow_ours: bool = True,
         _check_token(tok)
         in_rule = action in WITH_RULE
         value_of_rule = in_rule and _is_value_of_prev(rule)
+        if not in_rule and len(tok) > 2 and _BUNDLE.fullmatch(tok):
+            # getopt bundling, as in `iptables -nvL INPUT` -> -n -v -L INPUT
+            argv[i:i + 1] = ["-" + c for c in tok[1:]]
+            continue
         if value_of_rule:
             rule.append(tok)
         elif tok in COMMAND_OPTIONS:

@@ -146,3 +146,19 @@ def test_tokens_round_trip_through_restore_quoting():
 def test_format_command():
     _, c = one("-6", "-t", "nat", "-D", "POSTROUTING", "2")
     assert format_command(c) == "-6 -t nat -D POSTROUTING 2"
+
+
+def test_bundled_flags_like_getopt():
+    _, c = one("-nvL", "INPUT", "--line-numbers")
+    assert (c.action, c.chain, c.numeric, c.verbose, c.line_numbers) == ("list", "INPUT", True, True, True)
+    _, c = one("-t", "nat", "-vnxL")
+    assert c.action == "list" and c.exact and c.table == "nat"
+    _, c = one("-Ln")
+    assert c.action == "list" and c.numeric and c.chain is None
+    inv, c = one("-6nS")
+    assert c.family == 6 and c.action == "list_rules" and c.numeric
+    # inside a rule nothing is split
+    _, c = one("-A", "INPUT", "-m", "comment", "--comment", "-nvL", "-j", "ACCEPT")
+    assert c.rule == ("-m", "comment", "--comment", "-nvL", "-j", "ACCEPT")
+    with pytest.raises(UsageError):
+        one("-nvLS")
