@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections import defaultdict, deque
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -434,7 +434,9 @@ class Correlator:
         self._by_key: dict[tuple, list[_Trace]] = defaultdict(list)
         self._pending: list[DropEvent] = []
         self._retired: list[_Trace] = []  # replaced in _traces by a later packet, same id
-        self._replies: deque[DropEvent] = deque(maxlen=4096)
+        # REJECT/closed-port replies, by the dropped skb and by its key (recent ones).
+        self._replies_by_skb: dict[int, DropEvent] = {}
+        self._replies_by_key: dict[PacketKey, DropEvent] = {}
         self._groups: dict[tuple, Explanation] = {}
         self._order: list[tuple] = []
         self._accepted: dict[tuple, Explanation] = {}
@@ -467,7 +469,13 @@ class Correlator:
         destination), kept only if it joins the trace of a packet that matched."""
         self.latest_ns = max(self.latest_ns, ev.ts_ns)
         if ev.kind != "kfree_skb":
-            self._replies.append(ev)
+            if len(self._replies_by_skb) > 8192:  # bounded: replies matter for ~50 ms
+                self._replies_by_skb.clear()
+                self._replies_by_key.clear()
+            if ev.skb:
+                self._replies_by_skb[ev.skb] = ev
+            if ev.key is not None:
+                self._replies_by_key[ev.key] = ev
             return
         if extra:
             self._extra.add(id(ev))
@@ -589,13 +597,12 @@ class Correlator:
         return steps
 
     def _reply_for(self, drop: DropEvent) -> DropEvent | None:
-        best = None
-        for r in self._replies:
-            if abs(r.ts_ns - drop.ts_ns) > REPLY_WINDOW_NS:
-                continue
-            if r.skb == drop.skb and r.skb or (r.key is not None and r.key == drop.key):
-                best = r
-        return best
+        for r in (self._replies_by_skb.get(drop.skb) if drop.skb else None,
+                  self._replies_by_key.get(drop.key) if drop.key is not None else None):
+            # skb addresses are reused once freed: the reply must be of this moment.
+            if r is not None and abs(r.ts_ns - drop.ts_ns) <= REPLY_WINDOW_NS:
+                return r
+        return None
 
     def _candidates(self, drop: DropEvent) -> list[_Trace]:
         if drop.key is None:
