@@ -80,3 +80,28 @@ def test_closed_port_explained_without_a_rule(lab):
     assert e["netns_inode"] == s.inode
     assert e["note"] == f"nothing listens on {REMOTE}:8080 (the peer answered RST)"
     assert e["fix"] is None
+
+
+def test_retransmissions_grouped_and_udp_closed_port(lab, tmp_path):
+    from why_lab import Background
+
+    c, s = client_server(lab)
+    restore(c, f"*filter\n-A OUTPUT -d {REMOTE}/32 -p tcp --dport 80 -j DROP\nCOMMIT\n")
+    bg = Background(tmp_path, "--dst", f"{REMOTE}:80", "--netns", c.netns, "--count", "5",
+                    "--timeout", "2.5")
+    bg.wait_ready()
+    # One connect: its SYN and the retransmission 1 s later, one flow.
+    assert traffic.send_tcp_connect(c.netns, REMOTE, 80, timeout=1.6) == "timeout"
+    rc, exps, err = bg.result()
+    assert rc == 0, err
+    (e,) = blocking(exps)
+    assert e["count"] == 2 and (e["rule"]["chain"], e["rule"]["line"]) == ("OUTPUT", 1)
+
+    rc, exps, err = run_why("--dst", f"{REMOTE}:5353", "--proto", "udp", "--probe",
+                            "--netns", c.netns, "--netns", s.netns)
+    assert rc == 0, err
+    (e,) = blocking(exps)
+    assert e["reason"] == "NO_SOCKET" and e["rule"] is None
+    assert e["note"] == (f"nothing listens on {REMOTE}:5353 "
+                         "(the peer answered ICMP port unreachable)")
+    assert e["reply"] == "icmp port-unreachable"
