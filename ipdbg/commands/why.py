@@ -32,8 +32,8 @@ def filter_options(f):
                      help="Watch every netns: /run/netns/* and those of running processes."),
         click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text",
                      show_default=True, help="Text, or one JSON object per line."),
-        click.option("--ready-file", type=click.Path(dir_okay=False), hidden=True,
-                     help="Written once tracing is armed (tests start traffic then)."),
+        click.option("--ready-file", type=click.Path(dir_okay=False), metavar="PATH",
+                     help="Written once tracing is armed: start your traffic then (scripts, tests)."),
     ]):
         f = opt(f)
     return f
