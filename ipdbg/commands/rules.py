@@ -1,15 +1,14 @@
 """`ipdbg rules`: iptables' own syntax, iptables' own output, safe line-number edits.
 
-Kept lean on purpose: `ipdbg rules -L` imports only click (already loaded by the
-CLI), ipdbg.rules.* and the standard library.
+Kept lean on purpose: `ipdbg rules ...` runs without click (ipdbg.cli calls
+``run`` directly; the click command below is built only for `--help` and for the
+click group), and imports only ipdbg.rules.* and the standard library.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-
-import click
 
 from .. import errors
 from ..rules import argv as rargv
@@ -57,16 +56,29 @@ Exit codes: 0 ok, 2 bad input, 3 no such chain/rule/netns, 4 not root,
 """
 
 
-@click.command(
-    "rules",
-    help=HELP,
-    short_help="List and edit iptables rules by line number (iptables syntax).",
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
-                      "help_option_names": ["-h", "--help"]},
-)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def rules(args):
-    run(list(args))
+def _click_command():
+    import click
+
+    @click.command(
+        "rules",
+        help=HELP,
+        short_help="List and edit iptables rules by line number (iptables syntax).",
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                          "help_option_names": ["-h", "--help"]},
+    )
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def rules(args):
+        run(list(args))
+
+    return rules
+
+
+def __getattr__(name):
+    # `rules`, the click command, is built on first use (ipdbg.cli's click group)
+    if name == "rules":
+        cmd = globals()["rules"] = _click_command()
+        return cmd
+    raise AttributeError(name)
 
 
 def run(args: list[str], out=None) -> None:
@@ -123,6 +135,15 @@ def _list(cmd, inv, backend, netns, out) -> None:
 
     # iptables-save runs while the parser and renderer are imported
     job = rb.start_read_save(cmd.family, backend, netns, table=cmd.table, counters=True)
+    if backend == "legacy" and cmd.action == "list" and inv.output != "json":
+        # iptables-legacy -L is C over the table it gets in one getsockopt (about
+        # 1 us/rule); parsing and rendering here cost ~5 us/rule: for a big chain
+        # its own listing is faster, and byte-identical by construction. (Its save
+        # takes a few ms, less than importing the renderer, so wait for it first.)
+        text = job.result()
+        if _listed_rules(text, cmd.chain) > LEGACY_RENDER_MAX:
+            out.write(_system_list(cmd, backend, netns))
+            return
     try:
         from ..rules import listing, parse
     except ImportError:  # the pure renderer is not there: iptables renders
@@ -159,6 +180,18 @@ def _list(cmd, inv, backend, netns, out) -> None:
     except getattr(listing, "UnsupportedExtension", ()):  # iptables renders it itself
         text = _system_list(cmd, backend, netns)
     out.write(text)
+
+
+# Above this many rules listed, iptables-legacy -L renders (see _list).
+LEGACY_RENDER_MAX = 2000
+
+
+def _listed_rules(save_text: str, chain: str | None) -> int:
+    """About how many rules a -L lists (an estimate from the save text, for the
+    choice of renderer only: both give the same bytes)."""
+    if chain is None:
+        return save_text.count("\n[") + save_text.count("\n-A ")
+    return save_text.count(f" -A {chain} ") + save_text.count(f"\n-A {chain} ")
 
 
 def _nth_rule(text: str, cmd) -> str:
@@ -226,12 +259,30 @@ def _edit(inv, backend, netns, out) -> None:
             state.update(parse_save_index(texts[t], only_table=t))
         return state
 
+    first_read = None
+    if (not inv.dry_run and inv.batch is None and len(inv.commands) == 1
+            and inv.commands[0].line is not None
+            and inv.commands[0].action in ("replace", "delete")):
+        first_read = _edit_line_only(inv, backend, netns, out)
+        if first_read is True:
+            return
+
     # Only line-number -R/-D need the rules read (to name the rule at that line);
     # a multi-table batch needs them to put tables back. Anything else goes straight
     # to iptables-restore, and is checked against a fresh read only if it fails.
     # (A batch is always read: its -I N may name a line that an earlier line adds.)
     fast = not (inv.dry_run or len(inv.commands) > 1 or needs_state(inv.commands))
-    batch = format_batch(inv.commands, None if fast else read_state(), backend=backend,
+    if not fast:
+        read_state()
+    if isinstance(first_read, str):
+        # _edit_line_only read line N as first_read and its batch failed: go on only
+        # if line N still holds that rule (identical rules above it need this path)
+        cmd = inv.commands[0]
+        now = state.get(cmd.table)
+        now = now.chains.get(cmd.chain) if now is not None else None
+        if now is None or cmd.line > len(now.rules) or now.rules[cmd.line - 1] != first_read:
+            raise rb.restore_error("", "check", rargv.format_command(cmd))
+    batch = format_batch(inv.commands, None if fast else state, backend=backend,
                          tag=str(os.getpid()))
     batch_text = batch.format()
     counters = any(bl.text.startswith("[") for bl in batch.lines)
@@ -268,6 +319,40 @@ def _edit(inv, backend, netns, out) -> None:
     if inv.output == "json":
         out.write(_json({"applied": True, "backend": backend, "family": family,
                          "batch": batch_text, "summary": batch.summary}) + "\n")
+
+
+def _edit_line_only(inv, backend, netns, out):
+    """-R CHAIN N / -D CHAIN N reading line N only (`iptables -S CHAIN N`), not the table.
+
+    The batch is the checked one of "Edit safety", built as if no rule above line N
+    had the same text (k = 0): iptables-restore applies it only if line N holds
+    that text and no rule above does, which is the guarantee for k = 0. Returns
+    True when applied; the text read at line N when the batch failed (the caller
+    then reads the table, goes on only if line N still holds that text, and
+    reports any error from there); None when line N could not be read this way.
+    """
+    from ..rules import backend as rb
+    from ..rules.edit import ChainState, TableState, format_batch
+
+    cmd = inv.commands[0]
+    spec = rb.read_rule_at(cmd.family, backend, netns, cmd.table, cmd.chain, cmd.line)
+    if spec is None:
+        return None
+    n = cmd.line
+    # rules other than line N are unknown (None); one more below it, so that a
+    # replacement is inserted at line N (-I CHAIN N also appends when N is past
+    # the end, in iptables-restore of both backends)
+    st = ChainState(None, [None] * (n - 1) + [spec, None], [None] * (n + 1))
+    batch = format_batch(inv.commands, {cmd.table: TableState(cmd.table, {cmd.chain: st})},
+                         backend=backend, tag=str(os.getpid()))
+    batch_text = batch.format()
+    proc = rb.apply_restore(batch_text, cmd.family, backend, netns)
+    if proc.returncode != 0:
+        return spec
+    if inv.output == "json":
+        out.write(_json({"applied": True, "backend": backend, "family": cmd.family,
+                         "batch": batch_text, "summary": batch.summary}) + "\n")
+    return True
 
 
 def _put_back_committed(stderr, batch, family, backend, netns, texts, err) -> None:

@@ -132,11 +132,14 @@ class _SaveJob:
                 raise SystemToolError(f"cannot run {full[0]}: {exc.strerror}") from None
 
     def result(self) -> str:
+        """The save text (waits once; later calls return the same text)."""
         if self.proc is None:
             return self.text
-        out, err = self.proc.communicate()
-        if self.proc.returncode != 0:
+        proc, self.proc = self.proc, None
+        out, err = proc.communicate()
+        if proc.returncode != 0:
             raise read_error(err, self.argv, self.netns, self.table)
+        self.text = out
         return out
 
 
@@ -230,6 +233,33 @@ def apply_restore_scratch(batch_text: str, family: int, backend: str) -> subproc
     except FileNotFoundError as exc:
         raise SystemToolError(f"cannot run unshare: {exc.strerror}",
                               "install util-linux") from None
+
+
+def read_rule_at(family: int, backend: str, netns: str | None, table: str, chain: str,
+                 line: int) -> str | None:
+    """The save text (after "-A CHAIN ") of rule LINE of CHAIN, from `iptables -S
+    CHAIN LINE` (iptables prints it with iptables-save's own function).
+
+    iptables-nft then fetches that chain only, iptables-legacy prints one rule
+    instead of the table. None when it cannot say (no such table, chain or line,
+    any error): the caller reads the table instead, which says precisely why.
+    """
+    if backend == "legacy" and table not in read_legacy_tables(family, netns):
+        return None  # asking would create the table
+    argv = [binary("", family, backend), "-w", "-t", table, "-S", chain, str(line)]
+    try:
+        proc = _run(argv, netns)
+    except SystemToolError:
+        return None
+    out = proc.stdout
+    if proc.returncode != 0 or out.count("\n") != 1 or not out.endswith("\n"):
+        return None
+    text, head = out[:-1], f"-A {chain}"
+    if text == head:
+        return ""
+    if not text.startswith(head + " "):
+        return None
+    return text[len(head) + 1:]
 
 
 def read_list(family: int, backend: str, netns: str | None, argv_tail: list[str]) -> str:

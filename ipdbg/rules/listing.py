@@ -16,6 +16,8 @@ Name lookups (non-numeric listings) go through an injected resolver (see
 
 from __future__ import annotations
 
+import re
+
 from ..errors import NotFoundError
 from .extensions import (
     MATCH_PRINTERS, STANDARD_TARGETS, TARGET_PRINTERS, PrintContext, UnsupportedExtension,
@@ -23,6 +25,15 @@ from .extensions import (
 )
 from .model import Chain, Rule, RuleParts, Ruleset, Table
 from .parse import _HEAD, gc_paused, parse_rule_spec
+
+# The most common rule body after the head, in iptables-save's own form:
+# "-m tcp|udp [[! ]--sport P] [[! ]--dport P] -j TARGET" with single ports and a
+# target that prints nothing (a verdict or a chain). Its tail is rendered here
+# without building the rule's parts (libxt_tcp.c/libxt_udp.c print_ports, as
+# extensions._tcpudp_ports): chains of 20,000 rules with all-different ports
+# would otherwise miss the per-text cache on every rule.
+_PORTS_TAIL = re.compile(r"-m (tcp|udp) (?:(! )?--sport (\d+) )?(?:(! )?--dport (\d+) )?"
+                         r"-j ([^ \"!-][^ \"]*)")
 
 __all__ = ["UnsupportedExtension", "format_list", "format_rules_S", "format_rule_line",
            "format_num", "rule_to_json"]
@@ -226,6 +237,19 @@ def _format_rules(rules: list[Rule], ctx: PrintContext, flags: int, chains, out:
     any_if = "*" if numeric else "any"
     all_proto = "0" if numeric else "all"
     append = out.append
+    ports_tail = _PORTS_TAIL.fullmatch
+    services: dict = {}
+
+    def service(port: str, proto: str) -> str:
+        key = (port, proto)
+        name = services.get(key)
+        if name is None:
+            name = services[key] = resolver.lookup_service(int(port), proto) or port
+        return name
+
+    # numeric host addresses (/32, /128) print without the mask: no cache entry each
+    host_mask = ("/32" if family == 4 else "/128") if numeric else None
+    host_cut = -len(host_mask) if numeric else 0
     for n, rule in enumerate(rules, 1):
         if rule.__dict__.get("_parts") is not None:
             append(format_rule_line(rule, n, ctx, flags, chains))
@@ -237,8 +261,22 @@ def _format_rules(rules: list[Rule], ctx: PrintContext, flags: int, chains, out:
             append(format_rule_line(rule, n, ctx, flags, chains))  # raises UsageError
             continue
         proto = g[9]
-        key = (proto, spec[hm.end():])
+        rest = spec[hm.end():]
+        key = (proto, rest)
         hit = tails.get(key)
+        if hit is None and proto is not None and rest[:3] == "-m ":
+            pm = ports_tail(rest)
+            if pm is not None and pm.group(1) == proto and (
+                    pm.group(6) in STANDARD_TARGETS or pm.group(6) in chains):
+                _, sneg, sport, dneg, dport, target = pm.groups()
+                tail = " " + proto
+                if sport is not None:
+                    tail += (" spt:!" if sneg else " spt:") + (
+                        sport if numeric else service(sport, proto))
+                if dport is not None:
+                    tail += (" dpt:!" if dneg else " dpt:") + (
+                        dport if numeric else service(dport, proto))
+                hit = (f"{target:<9s} ", tail)
         if hit is None:
             p = rule.parts = parse_rule_spec(spec, family, _head=hm)
             if (p.source, p.destination, p.in_interface, p.out_interface, p.protocol) == \
@@ -279,12 +317,18 @@ def _format_rules(rules: list[Rule], ctx: PrintContext, flags: int, chains, out:
         else:
             opt = "!f " if g[10] else "-f "
         src, dst = g[1], g[3]
-        s = addrs.get(src)
-        if s is None:
-            s = addrs[src] = format_address(src, family, numeric, resolver)
-        d = addrs.get(dst)
-        if d is None:
-            d = addrs[dst] = format_address(dst, family, numeric, resolver)
+        if host_mask is not None and src is not None and src.endswith(host_mask):
+            s = src[:host_cut]
+        else:
+            s = addrs.get(src)
+            if s is None:
+                s = addrs[src] = format_address(src, family, numeric, resolver)
+        if host_mask is not None and dst is not None and dst.endswith(host_mask):
+            d = dst[:host_cut]
+        else:
+            d = addrs.get(dst)
+            if d is None:
+                d = addrs[dst] = format_address(dst, family, numeric, resolver)
         append(f"{prefix}{hit[0]}{'!' if g[8] else ' '}{proto:<4s} {opt}{via}"
                f"{'!' if g[0] else ' '}{s:<19s} {'!' if g[2] else ' '}{d:<19s} {hit[1]}")
 
@@ -325,7 +369,8 @@ def _format_list(ruleset, table, chain, numeric, verbose, exact, line_numbers, r
     flags = ((_NUMERIC if numeric else 0) | (_VERBOSE if verbose else 0) |
              (_EXACT if exact else 0) | (_LINES if line_numbers else 0))
     ctx = PrintContext(numeric, ruleset.family, resolver)
-    refs = _references(t)
+    # reference counts read every rule of the table: only for user chains listed
+    refs = _references(t) if any(c.policy is None for c in chains) else {}
     header = _header(flags)
     out = []
     for i, c in enumerate(chains):
