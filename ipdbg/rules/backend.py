@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 
 from ..errors import ConflictError, NotFoundError, SystemToolError, UsageError
 
@@ -106,6 +107,41 @@ def read_legacy_tables(family: int, netns: str | None = None) -> set[str]:
                 return {ln.strip() for ln in f if ln.strip()}
     except FileNotFoundError:  # ip_tables not loaded: no legacy table anywhere
         return set()
+
+
+def read_legacy_table_size(family: int, table: str, netns: str | None = None) -> int | None:
+    """Number of entries (rules, chain heads and ends) of an existing x_tables table,
+    asked the way libiptc's iptc_init() does (getsockopt IPT_SO_GET_INFO on a raw
+    socket; struct ipt_getinfo, include/uapi/linux/netfilter_ipv4/ip_tables.h):
+    about 1 ms, where iptables-legacy-save of 20,000 rules takes 15 ms. None if the
+    table does not exist (asking would create it) or the call fails.
+    """
+    if table not in read_legacy_tables(family, netns):
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    # AF_INET/AF_INET6, SOCK_RAW, IPPROTO_RAW; SOL_IP/SOL_IPV6; IPT_SO_GET_INFO and
+    # IP6T_SO_GET_INFO are both 64 (IPT_BASE_CTL)
+    af, level = (2, 0) if family == 4 else (10, 41)
+    buf = ctypes.create_string_buffer(table.encode()[:31], 84)  # name[32], 13 u32
+    size = ctypes.c_uint32(84)
+    if netns is None:
+        fd = libc.socket(af, 3, 255)
+    else:
+        from ..netns import enter_netns
+
+        with enter_netns(netns):
+            fd = libc.socket(af, 3, 255)
+    if fd < 0:
+        return None
+    try:
+        if libc.getsockopt(fd, level, 64, buf, ctypes.byref(size)) != 0 or size.value != 84:
+            return None
+    finally:
+        os.close(fd)
+    # name[32], valid_hooks, hook_entry[5], underflow[5], num_entries, size
+    return int.from_bytes(buf.raw[76:80], sys.byteorder)
 
 
 def read_save(family: int, backend: str, netns: str | None = None,
