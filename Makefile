@@ -16,9 +16,9 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := iptables nftables libnftables1 libbpf1 libbpf-dev clang llvm bpftool \
                 iproute2 iputils-ping python3 python3-venv python3-pip make gcc libc6-dev iperf3 kmod ipset
 
-.PHONY: setup apt venv bpf demo test test-unit test-root bench clean
+.PHONY: setup apt venv bpf pyc demo test test-unit test-root bench clean
 
-setup: apt venv bpf
+setup: apt venv bpf pyc
 
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do \
@@ -38,6 +38,11 @@ $(VENV)/.installed: pyproject.toml
 
 bpf:
 	$(MAKE) -s -C ipdbg/bpf
+
+# Bytecode, as an installed tool has it: without it (PYTHONDONTWRITEBYTECODE=1 here)
+# every `ipdbg rules` start compiles its modules again (docs/rules.md, "Speed").
+pyc: venv
+	@$(PY) -m compileall -q ipdbg
 
 demo: setup
 	$(VENV)/bin/ipdbg demo
