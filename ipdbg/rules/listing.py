@@ -214,6 +214,15 @@ def format_rule_line(rule: Rule, num: int, ctx: PrintContext, flags: int, chains
                  _tail_text(p, ctx, chains))
 
 
+# iptables-save's form of the commonest rule: [-s HOST] [-d HOST] -p tcp|udp -m tcp|udp
+# [--sport P] [--dport P] -j TARGET (HOST: /32 or /128, printed without the mask)
+_SIMPLE_RULE = {
+    fam: re.compile(rf"(?:-s ([0-9a-f.:]+)/{full} )?(?:-d ([0-9a-f.:]+)/{full} )?-p (tcp|udp) "
+                    r"-m (tcp|udp) (?:--sport (\d+) )?(?:--dport (\d+) )?-j ([^ \"!-][^ \"]*)")
+    for fam, full in ((4, 32), (6, 128))
+}
+
+
 def _format_rules(rules: list[Rule], ctx: PrintContext, flags: int, chains, out: list[str]) -> None:
     """All rule lines of a chain.
 
@@ -248,13 +257,42 @@ def _format_rules(rules: list[Rule], ctx: PrintContext, flags: int, chains, out:
         return name
 
     # numeric host addresses (/32, /128) print without the mask: no cache entry each
+    any_addr = "0.0.0.0/0" if family == 4 else "::/0"
     host_mask = ("/32" if family == 4 else "/128") if numeric else None
     host_cut = -len(host_mask) if numeric else 0
+    # -n: whole rules of the commonest shape (host addresses, -p tcp|udp with its
+    # match and single ports, a target that prints nothing) in one regex
+    simple = _SIMPLE_RULE[family].fullmatch if numeric else None
     for n, rule in enumerate(rules, 1):
         if rule.__dict__.get("_parts") is not None:
             append(format_rule_line(rule, n, ctx, flags, chains))
             continue
         spec = rule.spec
+        if simple is not None:
+            sm = simple(spec)
+            if sm is not None:
+                src, dst, proto, m, sport, dport, target = sm.groups()
+                if proto == m and (target in STANDARD_TARGETS or target in chains):
+                    if verbose:
+                        pk, by = rule.packets, rule.bytes
+                        if exact:
+                            prefix = f"{pk:8d} {by:8d} "
+                        else:
+                            prefix = (f"{pk:5d} " if pk <= 99999 else format_num(pk, False) + " ") + \
+                                     (f"{by:5d} " if by <= 99999 else format_num(by, False) + " ")
+                        via = " *      *      "
+                    else:
+                        prefix = via = ""
+                    if lines:
+                        prefix = f"{n:<4d} " + prefix
+                    tail = " " + proto
+                    if sport is not None:
+                        tail += " spt:" + sport
+                    if dport is not None:
+                        tail += " dpt:" + dport
+                    append(f"{prefix}{target:<9s}  {'6   ' if proto == 'tcp' else '17  '} -- {via} "
+                           f"{src or any_addr:<19s}  {dst or any_addr:<19s} {tail}")
+                    continue
         hm = head_re.match(spec + " ")
         g = hm.groups()
         if v6 and g[11] is not None:
