@@ -19,8 +19,9 @@ from ..filters import PacketFilter
 KINDS = {1: "kfree_skb", 2: "icmp_send", 3: "tcp_send_reset"}
 KIND_IDS = {v: k for k, v in KINDS.items()}
 
-MAX_NETNS = 16  # DROPS_MAX_NETNS
+MAX_NETNS = 4096  # DROPS_MAX_NETNS: entries of the netns_filter hash map
 MAX_REASONS = 16  # DROPS_MAX_REASONS
+IFNAMSIZ = 16
 
 # struct drop_event: ts_ns skb location | pid netns ifindex reason cpu ident seq |
 # sport dport | kind family proto tcp_flags | icmp_type icmp_code | saddr daddr comm
@@ -31,13 +32,15 @@ EVENT_FIELDS = ("ts_ns", "skb", "location", "pid", "netns", "ifindex", "reason",
 EVENT = struct.Struct(EVENT_FORMAT)
 EVENT_SIZE = EVENT.size  # 112
 
-# struct drops_config: netns[16] reasons[16] src{net,mask} dst{net,mask} n_netns
-# n_reasons sport dport has_src has_dst family proto both_directions ports_need_l4 pad[2]
-CONFIG_FORMAT = "=16I16I16s16s16s16sIIHHBBBBBB2x"
-CONFIG_FIELDS = ("netns", "reasons", "src.net", "src.mask", "dst.net", "dst.mask", "n_netns", "n_reasons", "sport", "dport",
-                 "has_src", "has_dst", "family", "proto", "both_directions", "ports_need_l4")
+# struct drops_config: reasons[16] src{net,mask} dst{net,mask} ifname[16] n_netns
+# n_reasons sport dport has_src has_dst family proto both_directions ports_need_l4
+# has_ifname pad[1]
+CONFIG_FORMAT = "=16I16s16s16s16s16sIIHHBBBBBBBx"
+CONFIG_FIELDS = ("reasons", "src.net", "src.mask", "dst.net", "dst.mask", "ifname", "n_netns",
+                 "n_reasons", "sport", "dport", "has_src", "has_dst", "family", "proto",
+                 "both_directions", "ports_need_l4", "has_ifname")
 CONFIG = struct.Struct(CONFIG_FORMAT)
-CONFIG_SIZE = CONFIG.size  # 212
+CONFIG_SIZE = CONFIG.size  # 164
 
 
 def _cidr(net) -> tuple[bytes, bytes]:
@@ -46,8 +49,11 @@ def _cidr(net) -> tuple[bytes, bytes]:
 
 
 def pack_config(flt: PacketFilter, netns_inodes: Iterable[int] = (),
-                reason_values: Iterable[int] = ()) -> bytes:
-    """The ``struct drops_config`` the BPF program reads (const volatile ``cfg``)."""
+                reason_values: Iterable[int] = (), iface: str | None = None) -> bytes:
+    """The ``struct drops_config`` the BPF program reads (const volatile ``cfg``).
+
+    The netns inodes themselves go into the ``netns_filter`` map
+    (``pack_netns_keys``); the config only says how many there are."""
     from ..errors import UsageError
 
     inodes = list(dict.fromkeys(netns_inodes))
@@ -56,19 +62,27 @@ def pack_config(flt: PacketFilter, netns_inodes: Iterable[int] = (),
         raise UsageError(f"at most {MAX_NETNS} network namespaces can be watched at once")
     if len(reasons) > MAX_REASONS:
         raise UsageError(f"at most {MAX_REASONS} drop reasons can be given at once")
+    name = (iface or "").encode()
+    if len(name) >= IFNAMSIZ or b"\0" in name or b"/" in name:
+        raise UsageError(f"{iface!r} is not an interface name",
+                         f"at most {IFNAMSIZ - 1} bytes, e.g. eth0")
     src_net, src_mask = _cidr(flt.src) if flt.src is not None else (b"", b"")
     dst_net, dst_mask = _cidr(flt.dst) if flt.dst is not None else (b"", b"")
     ports = bool(flt.sport or flt.dport)
     return CONFIG.pack(
-        *(inodes + [0] * (MAX_NETNS - len(inodes))),
         *(reasons + [0] * (MAX_REASONS - len(reasons))),
-        src_net, src_mask, dst_net, dst_mask,
+        src_net, src_mask, dst_net, dst_mask, name,
         len(inodes), len(reasons),
         flt.sport or 0, flt.dport or 0,
         flt.src is not None, flt.dst is not None,
         flt.family or 0, flt.proto or 0,
-        bool(flt.both_directions), ports and flt.proto is None,
+        bool(flt.both_directions), ports and flt.proto is None, bool(name),
     )
+
+
+def pack_netns_keys(netns_inodes: Iterable[int]) -> list[bytes]:
+    """The ``netns_filter`` map's keys (u32 inodes, host order), without repeats."""
+    return [struct.pack("=I", i) for i in dict.fromkeys(netns_inodes)]
 
 
 def format_addr(family: int, raw: bytes) -> str:

@@ -52,6 +52,15 @@ struct {
 	__type(value, __u64);
 } lost SEC(".maps");
 
+/* The watched netns inodes (cfg.n_netns != 0), filled by user space after load
+ * and before attach (engine.py); no fixed limit beyond max_entries. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DROPS_MAX_NETNS);
+	__type(key, __u32);
+	__type(value, __u8);
+} netns_filter SEC(".maps");
+
 static __always_inline __u32 read_net_inum(struct net *net, const int d)
 {
 	if (!net)
@@ -152,17 +161,37 @@ static __always_inline int match_packet(const struct drop_event *e)
 
 static __always_inline int match_netns(__u32 inum)
 {
-	__u32 n = cfg.n_netns;
+	if (!cfg.n_netns)
+		return 1; /* frozen .rodata: the verifier drops the lookup */
+	return bpf_map_lookup_elem(&netns_filter, &inum) != NULL;
+}
 
-	if (!n)
+/* The device the packet is on: skb->dev (input: the one it came in on; after
+ * ip_output: the one it leaves by), else the route's device (LOCAL_OUT, before
+ * ip_output sets skb->dev; net/ipv4/ip_output.c). Compared by name up to the
+ * NUL: a renamed device's name (strscpy, net/core/dev.c) is not zero-padded. */
+static __always_inline int match_iface(struct sk_buff *skb, struct net_device *dev, const int d)
+{
+	char name[16];
+
+	if (!cfg.has_ifname)
 		return 1;
-	for (int i = 0; i < DROPS_MAX_NETNS; i++) {
-		if (i >= n)
-			break;
-		if (cfg.netns[i] == inum)
+	if (!dev) {
+		unsigned long refdst = RD(d, skb, _skb_refdst);
+		struct dst_entry *dst = (struct dst_entry *)(refdst & ~1UL);
+
+		if (dst)
+			dev = BPF_CORE_READ(dst, dev);
+	}
+	if (!dev || bpf_core_read(name, sizeof(name), &dev->name))
+		return 0;
+	for (int i = 0; i < 16; i++) {
+		if (name[i] != cfg.ifname[i])
+			return 0;
+		if (!name[i])
 			return 1;
 	}
-	return 0;
+	return 1;
 }
 
 static __always_inline int match_reason(__u32 reason)
@@ -373,11 +402,11 @@ static __always_inline int handle(struct sk_buff *skb, __u8 kind, __u64 location
 		if (!match_packet(&ev))
 			return 0;
 		ev.netns = skb_netns(skb, dev, d);
-		if (!match_netns(ev.netns))
+		if (!match_netns(ev.netns) || !match_iface(skb, dev, d))
 			return 0;
 	} else {
 		ev.netns = skb_netns(skb, dev, d);
-		if (!match_netns(ev.netns))
+		if (!match_netns(ev.netns) || !match_iface(skb, dev, d))
 			return 0;
 		read_headers(skb, &ev, d);
 	}

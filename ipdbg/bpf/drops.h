@@ -13,7 +13,8 @@
 #define DROP_KIND_ICMP_SEND 2
 #define DROP_KIND_TCP_SEND_RESET 3
 
-#define DROPS_MAX_NETNS 16
+/* entries of the netns_filter hash map (user space may size it down before load) */
+#define DROPS_MAX_NETNS 4096
 #define DROPS_MAX_REASONS 16
 
 struct drop_event {
@@ -47,11 +48,11 @@ struct drops_cidr {
 };
 
 struct drops_config {
-	__u32 netns[DROPS_MAX_NETNS];    /* match any of these inodes; n_netns == 0: any */
 	__u32 reasons[DROPS_MAX_REASONS]; /* kfree_skb reasons; n_reasons == 0: any */
 	struct drops_cidr src;
 	struct drops_cidr dst;
-	__u32 n_netns;
+	char ifname[16];  /* IFNAMSIZ: only packets through this device (has_ifname) */
+	__u32 n_netns;    /* 0: any netns; else the inode must be a key of netns_filter */
 	__u32 n_reasons;
 	__u16 sport;      /* 0: any */
 	__u16 dport;
@@ -61,7 +62,8 @@ struct drops_config {
 	__u8 proto;       /* 0: any */
 	__u8 both_directions;
 	__u8 ports_need_l4; /* ports given without a protocol: only TCP/UDP match */
-	__u8 pad[2];
+	__u8 has_ifname;
+	__u8 pad[1];
 };
 
 #endif

@@ -86,7 +86,54 @@ def load_libbpf() -> ctypes.CDLL:
     _proto("ring_buffer__consume", c_int, c_void_p)
     _proto("ring_buffer__epoll_fd", c_int, c_void_p)
     _proto("ring_buffer__free", None, c_void_p)
+    _proto("bpf_map__update_elem", c_int, c_void_p, c_void_p, c_size_t, c_void_p, c_size_t,
+           ctypes.c_uint64)
+    _proto("btf__load_vmlinux_btf", c_void_p)
+    _proto("btf__free", None, c_void_p)
+    _proto("btf__find_by_name_kind", ctypes.c_int32, c_void_p, c_char_p, ctypes.c_uint32)
+    _proto("btf__type_by_id", c_void_p, c_void_p, ctypes.c_uint32)
+    _proto("btf__name_by_offset", c_char_p, c_void_p, ctypes.c_uint32)
     return _lib
+
+
+# include/uapi/linux/btf.h: BTF_KIND_ENUM, BTF_KIND_TYPEDEF, BTF_KIND_ENUM64
+BTF_KIND_ENUM, BTF_KIND_TYPEDEF, BTF_KIND_ENUM64 = 6, 8, 19
+
+
+def read_vmlinux_btf_facts(enum_name: str, typedefs: list[str]) -> tuple[dict[str, int], set[str]]:
+    """(values of ``enum enum_name``, which of ``typedefs`` exist) in the running
+    kernel's BTF, through libbpf's C parser (~10 ms against ~100 ms for
+    ipdbg.btf in Python). Raises OSError when the kernel has no BTF."""
+    lib = load_libbpf()
+    ctypes.set_errno(0)
+    btf = lib.btf__load_vmlinux_btf()
+    if not btf:
+        err = ctypes.get_errno() or _errno.ENOENT
+        raise OSError(err, f"no vmlinux BTF ({errno_text(err)})")
+    try:
+        values: dict[str, int] = {}
+        for kind, rec in ((BTF_KIND_ENUM, 2), (BTF_KIND_ENUM64, 3)):
+            tid = lib.btf__find_by_name_kind(btf, enum_name.encode(), kind)
+            if tid <= 0:
+                continue
+            t = lib.btf__type_by_id(btf, tid)
+            # struct btf_type {u32 name_off; u32 info; u32 size;}: vlen is info & 0xffff;
+            # then btf_enum {u32 name_off; s32 val} or btf_enum64 {name_off, lo32, hi32}
+            info = ctypes.c_uint32.from_address(t + 4).value
+            vlen = info & 0xFFFF
+            signed = bool(info & (1 << 31))  # kind_flag: signed values
+            words = (ctypes.c_uint32 * (rec * vlen)).from_address(t + 12)
+            for k in range(vlen):
+                name = lib.btf__name_by_offset(btf, words[rec * k]).decode()
+                v = words[rec * k + 1] if rec == 2 else words[rec * k + 1] | (words[rec * k + 2] << 32)
+                if signed and v >= 1 << (32 * (rec - 1) - 1):
+                    v -= 1 << (32 * (rec - 1))  # as ipdbg.btf: signed only with kind_flag
+                values[name] = v
+            break
+        present = {n for n in typedefs if lib.btf__find_by_name_kind(btf, n.encode(), BTF_KIND_TYPEDEF) > 0}
+        return values, present
+    finally:
+        lib.btf__free(btf)
 
 
 def errno_text(err: int) -> str:
@@ -239,6 +286,14 @@ class Map:
         if err:
             raise _kernel_error(f"reading map {self.name}", err)
         return list(vals)
+
+
+    def update(self, key: bytes, value: bytes) -> None:
+        k = ctypes.create_string_buffer(key, len(key))
+        v = ctypes.create_string_buffer(value, len(value))
+        err = load_libbpf().bpf_map__update_elem(self.ptr, k, len(key), v, len(value), 0)
+        if err:
+            raise _kernel_error(f"writing map {self.name}", err)
 
 
 class Program:

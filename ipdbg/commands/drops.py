@@ -151,6 +151,7 @@ def format_hex_record(rec: bytes) -> str:
 @click.option("--both-directions", is_flag=True, help="Also match the reverse direction (replies).")
 @click.option("--netns", "netns", multiple=True, metavar="NAME|PATH",
               help="Only drops in this network namespace (repeatable).")
+@click.option("--iface", metavar="IFNAME", help="Only packets on this interface (any watched netns).")
 @click.option("--reason", "reasons", multiple=True, metavar="NAME",
               help="Only this drop reason, e.g. NETFILTER_DROP (repeatable).")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
@@ -163,7 +164,7 @@ def format_hex_record(rec: bytes) -> str:
 @click.option("--dump-raw", type=click.Path(dir_okay=False), hidden=True,
               help="Also append each raw ring-buffer record (hex) to this file (fixtures).")
 @click.pass_context
-def drops(ctx, src, dst, proto, both_directions, netns, reasons, output, count, timeout,
+def drops(ctx, src, dst, proto, both_directions, netns, iface, reasons, output, count, timeout,
           buffer_mib, ready_file, dump_raw):
     """Live monitor of packets the kernel drops, with reason and location.
 
@@ -196,7 +197,7 @@ def drops(ctx, src, dst, proto, both_directions, netns, reasons, output, count, 
     raw_file = open(dump_raw, "a") if dump_raw else None
     deadline = None if timeout is None else time.monotonic() + timeout
     mon = DropMonitor(flt, netns_inodes=inodes, reasons=list(reasons), debug=debug,
-                      ringbuf_bytes=buffer_mib << 20)
+                      ringbuf_bytes=buffer_mib << 20, iface=iface)
     try:
         with mon:
             if debug:

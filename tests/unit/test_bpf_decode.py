@@ -168,22 +168,26 @@ def test_header_kinds_and_limits_match():
 
 def unpack_config(raw: bytes) -> dict:
     vals = decode.CONFIG.unpack(raw)
-    return {"netns": vals[0:16], "reasons": vals[16:32], "src_net": vals[32], "src_mask": vals[33],
-            "dst_net": vals[34], "dst_mask": vals[35], "n_netns": vals[36], "n_reasons": vals[37],
-            "sport": vals[38], "dport": vals[39], "has_src": vals[40], "has_dst": vals[41],
-            "family": vals[42], "proto": vals[43], "both": vals[44], "ports_need_l4": vals[45]}
+    return {"reasons": vals[0:16], "src_net": vals[16], "src_mask": vals[17],
+            "dst_net": vals[18], "dst_mask": vals[19], "ifname": vals[20], "n_netns": vals[21],
+            "n_reasons": vals[22], "sport": vals[23], "dport": vals[24], "has_src": vals[25],
+            "has_dst": vals[26], "family": vals[27], "proto": vals[28], "both": vals[29],
+            "ports_need_l4": vals[30], "has_ifname": vals[31]}
 
 
 def test_pack_config_v4_cidr_port_proto():
     c = unpack_config(pack_config(build_filter(src="10.1.2.0/23", dst="198.51.100.80:80", proto="tcp"),
-                                  [4026531840, 4026532001], [12, 3]))
+                                  [4026531840, 4026532001, 4026531840], [12, 3]))
     assert c["has_src"] and c["has_dst"] and c["family"] == 4 and c["proto"] == 6
     assert c["src_net"][:4] == ipaddress.ip_address("10.1.2.0").packed
     assert c["src_mask"][:4] == bytes([255, 255, 254, 0]) and c["src_mask"][4:] == bytes(12)
     assert c["dst_mask"][:4] == b"\xff" * 4 and c["dport"] == 80 and c["sport"] == 0
-    assert c["n_netns"] == 2 and c["netns"][:2] == (4026531840, 4026532001)
+    assert c["n_netns"] == 2  # the inodes themselves go into the netns_filter map
+    assert decode.pack_netns_keys([4026531840, 4026532001, 4026531840]) == [
+        struct.pack("=I", 4026531840), struct.pack("=I", 4026532001)]
     assert c["n_reasons"] == 2 and c["reasons"][:2] == (12, 3)
     assert not c["ports_need_l4"] and not c["both"]
+    assert not c["has_ifname"] and c["ifname"] == bytes(16)
 
 
 def test_pack_config_any_and_v6_and_ports_without_proto():
@@ -196,13 +200,22 @@ def test_pack_config_any_and_v6_and_ports_without_proto():
     assert c["ports_need_l4"] and c["both"]
 
 
+def test_pack_config_iface():
+    c = unpack_config(pack_config(build_filter(), iface="eth1"))
+    assert c["has_ifname"] == 1 and c["ifname"] == b"eth1" + bytes(12)
+
+
 def test_pack_config_limits():
     from ipdbg.errors import UsageError
 
+    pack_config(build_filter(), list(range(1, decode.MAX_NETNS + 1)))  # more than 16 is fine now
     with pytest.raises(UsageError):
-        pack_config(build_filter(), list(range(1, 18)))
+        pack_config(build_filter(), list(range(1, decode.MAX_NETNS + 2)))
     with pytest.raises(UsageError):
         pack_config(build_filter(), [], list(range(17)))
+    for bad in ("a" * 16, "a/b"):
+        with pytest.raises(UsageError):
+            pack_config(build_filter(), iface=bad)
 
 
 # -- rendering of decoded events ------------------------------------------------------

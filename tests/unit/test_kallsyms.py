@@ -47,3 +47,25 @@ def test_below_first_symbol_and_hidden_addresses():
 def test_aliases_keep_the_first_name():
     k = parse_kallsyms("ffffffff81000000 T srso_alias_untrain_ret\nffffffff81000000 T _stext\n")
     assert k.symbolize(0xFFFFFFFF81000010) == "srso_alias_untrain_ret+0x10"
+
+
+def test_fast_parse_matches_a_line_by_line_reading():
+    # the regular-expression parser against the obvious split() of each line
+    text = FIXTURE.read_text()
+    want = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[1] in "TtWw" and int(parts[0], 16):
+            want.setdefault(int(parts[0], 16), (parts[2], parts[3].strip("[]") if len(parts) > 3 else ""))
+    k = syms()
+    assert list(k.addrs) == sorted(want)
+    assert [(n, m) for n, m in zip(k.names, k.modules)] == [want[a] for a in sorted(want)]
+    for a in sorted(want):
+        assert k.symbolize(a + 3) == f"{want[a][0]}+0x3" + (f" [{want[a][1]}]" if want[a][1] else "")
+
+
+def test_mixed_width_and_upper_case_addresses():
+    k = parse_kallsyms("C0001000 t modfunc\t[mod]\nffffffff81000000 T _text\n")
+    assert k.symbolize(0xC0001004) == "modfunc+0x4 [mod]"
+    assert k.symbolize(0xFFFFFFFF81000001) == "_text+0x1"
+    assert k.symbolize(0x1_0000_0000_0000_0000) == "_text+0x7f000000"
