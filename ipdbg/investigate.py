@@ -130,7 +130,7 @@ def investigate(netns_paths: list[str | None], flt: PacketFilter, timeout: float
             # Loading a monitor costs ~0.5 s (BTF, kallsyms): only where NAT can be.
             relaxed = dataclasses.replace(flt, dst=None, dport=None)
             extra_mon = None
-            if relaxed != flt and len(paths) <= MAX_NETNS and read_dnat_present(paths):
+            if relaxed != flt and len(paths) <= 16 and read_dnat_present(paths):  # an nft per netns
                 extra_mon = stack.enter_context(DropMonitor(
                     relaxed, netns_inodes=bpf_inodes, reasons=["NETFILTER_DROP"],
                     kinds=("kfree_skb",), debug=debug))
