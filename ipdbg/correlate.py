@@ -22,7 +22,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from .nftrace.path import build_paths, match_rule_verdict
+from .nftrace.path import TRACE_SEEN, build_paths, match_rule_verdict
 from .events import (IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, TRACE_POLICY,
                      TRACE_RETURN, TRACE_RULE, DropEvent, PacketKey, TraceEvent)
 
@@ -339,6 +339,14 @@ def format_reply(drop_reply: DropEvent | None, rule, family: int) -> str:
     return "icmpv6 port-unreachable" if family == 6 else "icmp port-unreachable"
 
 
+def format_seen_note(hooks: list[str]) -> str:
+    """An accepted packet that only ipdbg's own trace chains saw (no rules on its hooks)."""
+    where = " and ".join(hooks)
+    return (f"seen at {where} (ipdbg's trace chain{'s' if len(hooks) > 1 else ''}) and not "
+            f"dropped; no nftables or traced iptables chain of this netns saw it (no rules "
+            f"on {'that hook' if len(hooks) == 1 else 'those hooks'})")
+
+
 def is_reject(rule) -> bool:
     """iptables ``-j REJECT`` or nftables ``reject``: a drop that answers."""
     text = getattr(rule, "text", "") or ""
@@ -362,7 +370,7 @@ class _Trace:
     """Every event of one packet in one netns (one trace id)."""
 
     __slots__ = ("netns", "source", "trace_id", "events", "keys", "cause", "cause_key",
-                 "cause_base", "first_ns", "last_ns", "consumed", "base_chain")
+                 "cause_base", "first_ns", "last_ns", "consumed", "base_chain", "seen_at")
 
     def __init__(self, ev: TraceEvent):
         self.netns, self.source, self.trace_id = ev.netns, ev.source, ev.trace_id
@@ -374,6 +382,18 @@ class _Trace:
         self.base_chain = ""
         self.first_ns = self.last_ns = ev.ts_ns
         self.consumed = False
+        self.seen_at: list[str] = []  # hooks where ipdbg's own trace chain saw it
+
+    def mark_seen(self, ev: TraceEvent) -> PacketKey | None:
+        """ipdbg's own chain saw the packet at a hook: a key and a place, not a step."""
+        self.last_ns = max(self.last_ns, ev.ts_ns)
+        hook = ev.chain.upper()
+        if hook not in self.seen_at:
+            self.seen_at.append(hook)
+        if ev.key is not None and ev.key not in self.keys:
+            self.keys.append(ev.key)
+            return ev.key
+        return None
 
     def add(self, ev: TraceEvent, verdict: str) -> PacketKey | None:
         """Append; returns a key that is new for this trace (to index it).
@@ -440,14 +460,13 @@ class Correlator:
         self._groups: dict[tuple, Explanation] = {}
         self._order: list[tuple] = []
         self._accepted: dict[tuple, Explanation] = {}
+        self._seen_hooks: dict[tuple, list[str]] = {}  # accepted flow -> hooks ipdbg's chain saw it at
         self.latest_ns = 0
         self.unfinished = 0  # drops left out by finish(cut=True)
         self._extra: set[int] = set()  # id() of pending drops outside the filter
 
     # ---- input
     def add_trace(self, ev: TraceEvent) -> None:
-        if ev.table in self.ignore_tables:
-            return
         tid = (ev.netns, ev.source, ev.trace_id)
         tr = self._traces.get(tid)
         if tr is None or tr.cause is not None:
@@ -456,10 +475,15 @@ class Correlator:
             if tr is not None:
                 self._retired.append(tr)
             tr = self._traces[tid] = _Trace(ev)
-        verdict = ""
-        if ev.type == TRACE_RULE:
-            verdict, _ = match_rule_verdict(ev, self._resolve(ev))
-        new_key = tr.add(ev, verdict)
+        if ev.type == TRACE_SEEN or ev.table in self.ignore_tables:
+            # ipdbg's own trace chain (TRACE_SEEN, or all its events with --debug): the
+            # packet was at that hook, which matters when no chain of the user's saw it.
+            new_key = tr.mark_seen(ev)
+        else:
+            verdict = ""
+            if ev.type == TRACE_RULE:
+                verdict, _ = match_rule_verdict(ev, self._resolve(ev))
+            new_key = tr.add(ev, verdict)
         if new_key is not None:
             self._by_key[(ev.netns, new_key)].append(tr)
         self.latest_ns = max(self.latest_ns, ev.ts_ns)
@@ -555,8 +579,9 @@ class Correlator:
         return [Explanation(VERDICT_UNSEEN, format_filter_key(flt), count=0,
                             netns_label=label,
                             filter_text=format_filter_text(flt),
-                            note="in the watched netns, no matching packet went through a "
-                                 "chain with rules, and the kernel dropped none")]
+                            note="in the watched netns, no matching packet was seen (by a "
+                                 "chain of the ruleset or at ipdbg's prerouting/output trace "
+                                 "chains), and the kernel dropped none")]
 
     @property
     def blocking_count(self) -> int:
@@ -742,8 +767,14 @@ class Correlator:
             if tr.keys[-1].flow() != key.flow():
                 exp.nat_after = tr.keys[-1]
         exp.count += 1
-        exp.path = path
+        exp.path = path or exp.path
         exp.last_ns = tr.last_ns
+        hooks = self._seen_hooks.setdefault(gk, [])
+        hooks.extend(h for h in tr.seen_at if h not in hooks)
+        if hooks and not exp.path:
+            # No chain of the user's saw it: only ipdbg's own trace chain did.
+            exp.hook = hooks[0]
+            exp.note = format_seen_note(hooks)
 
     def _merge(self, exp: Explanation | None) -> None:
         if exp is None:

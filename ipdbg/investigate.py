@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .correlate import BLOCKING, Correlator, Explanation
-from .errors import IpdbgError, KernelError, PrivilegeError
+from .errors import IpdbgError
 from .filters import PacketFilter, match_key
 from .netns import netns_inode
 
@@ -67,22 +67,20 @@ class Investigation:
                 "notes": self.notes}
 
 
-def enter_trace_session(stack: ExitStack, paths, flt, debug, notes: list[str]):
-    """TraceSession in ``stack``; without legacy TRACE if nfnetlink_log is taken."""
+def enter_trace_session(stack: ExitStack, paths, flt, debug, notes: list[str],
+                        labels: dict[int, str] | None = None, seen: bool = False):
+    """TraceSession in ``stack``; its warnings (e.g. legacy TRACE unavailable in a netns
+    whose nfnetlink_log another program holds) go to ``notes``. ``seen``: also the
+    TRACE_SEEN events of ipdbg's own trace chains (why-dropped's ``accepted`` answer
+    in a netns with no rules; not for the live stream)."""
     from .nftrace import TraceSession
+    from .nftrace.session import format_legacy_unavailable
 
-    try:
-        return stack.enter_context(TraceSession(paths, flt, debug=debug))
-    except (KernelError, PrivilegeError) as exc:
-        # EPERM: another listener owns nfnetlink_log group 0 in one of the namespaces.
-        if "nfnetlink_log" not in exc.message:
-            raise
-        why = exc.message
-    # Another program holds nfnetlink_log in one of the namespaces (one listener
-    # per group and netns): trace nftables only, and say so.
-    notes.append(f"iptables-legacy rules cannot be traced here ({why}); "
-                 "nftables and iptables-nft rules are")
-    return stack.enter_context(TraceSession(paths, flt, legacy=False, debug=debug))
+    session = stack.enter_context(TraceSession(paths, flt, debug=debug, seen=seen))
+    for inode in session.legacy_unavailable:
+        label = (labels or {}).get(inode)
+        notes.append(format_legacy_unavailable(label) if label else session.legacy_unavailable[inode])
+    return session
 
 
 def investigate(netns_paths: list[str | None], flt: PacketFilter, timeout: float,
@@ -138,7 +136,8 @@ def investigate(netns_paths: list[str | None], flt: PacketFilter, timeout: float
             session = None
             if trace:
                 try:
-                    session = enter_trace_session(stack, paths, flt, debug, inv.notes)
+                    session = enter_trace_session(stack, paths, flt, debug, inv.notes,
+                                                  labels=labels, seen=True)
                 except ImportError as exc:  # the trace engine is not installed/built
                     inv.notes.append(f"nftrace engine not available ({exc}): kernel "
                                      "reasons only, no rule names")
@@ -147,7 +146,7 @@ def investigate(netns_paths: list[str | None], flt: PacketFilter, timeout: float
                 resolve = session.resolve
                 if rec is not None:
                     resolve = _recording_resolve(session.resolve, rec)
-            # TraceSession hides its own trace table's events except with --debug.
+            # Our own trace tables: not steps of a path, only "seen at this hook" marks.
             ignore = {ns.table for ns in getattr(session, "_ns", ())}
             corr = Correlator(resolve, specs, labels, ignore_tables=ignore)
             ifindex = read_ifindexes(paths, inodes, flt.iface) if flt.iface else {}

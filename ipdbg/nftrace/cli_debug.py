@@ -1,7 +1,7 @@
 """Hidden entry point for tests, benchmarks and fixture recording.
 
     python -m ipdbg.nftrace.cli_debug --netns /proc/PID/ns/net --dst 10.0.0.2 --proto icmp \\
-        [--legacy auto|yes|no] [--ready-file F] [--record F.jsonl] [--duration S] [--count]
+        [--legacy auto|yes|no] [--ready-file F] [--record F.jsonl] [--duration S] [--count] [--no-seen]
 
 Prints one JSON line per event (with the rule it resolves to). ``--ready-file``
 is written once tracing is armed; ``--record`` appends every raw netlink message
@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=0.0)
     p.add_argument("--count", action="store_true")
     p.add_argument("--debug", action="store_true")
+    p.add_argument("--no-seen", action="store_true", help="no TRACE_SEEN events from our own chains")
     a = p.parse_args(argv)
     signal.signal(signal.SIGTERM, _term)
     flt = build_filter(src=a.src, dst=a.dst, proto=a.proto, iface=a.iface)
@@ -60,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     n = 0
     try:
         with TraceSession(a.netns or [None], flt, legacy=legacy, bridge=a.bridge, debug=a.debug,
-                          record=record if rec else None) as ts:
+                          record=record if rec else None, seen=not a.no_seen) as ts:
+            for w in ts.warnings:
+                print(f"ipdbg: warning: {w}", file=sys.stderr, flush=True)
             if a.ready_file:
                 with open(a.ready_file, "w") as f:
                     f.write("ready\n")

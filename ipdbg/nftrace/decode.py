@@ -25,6 +25,9 @@ from .nl import (NFTA_TRACE_CHAIN, NFTA_TRACE_CT_DIRECTION, NFTA_TRACE_CT_ID, NF
 
 TRACE_TYPES = {nl.NFT_TRACETYPE_POLICY: TRACE_POLICY, nl.NFT_TRACETYPE_RETURN: TRACE_RETURN,
                nl.NFT_TRACETYPE_RULE: TRACE_RULE}
+# Not a kernel trace type: ipdbg's own chain saw the packet on that hook (table and chain
+# are ours: chain "prerouting" or "output"), verdict "". No rule of the user's is involved.
+TRACE_SEEN = "seen"
 
 # NF_CT_STATE_* bits as nft_ct reports them (include/uapi/linux/netfilter/nf_conntrack_common.h:
 # NF_CT_STATE_BIT(ctinfo) = 1 << (ctinfo + 1), INVALID = 1, UNTRACKED = 1 << 6).
@@ -209,6 +212,17 @@ def decode_trace(payload: bytes | memoryview, netns: int = 0, ts_ns: int = 0) ->
         type=TRACE_TYPES.get(ttype) or str(ttype), verdict=verdict, jump_target=jump,
         handle=_BE64.unpack_from(h)[0] if h is not None else None, rulenum=None, policy=policy,
         iif=iif, oif=oif, mark=mark, nfproto=nfproto, ts_ns=ts_ns, key=key, ct=ct)
+
+
+def decode_seen(payload: bytes | memoryview | None, netns: int = 0, ts_ns: int = 0,
+                ev: TraceEvent | None = None) -> TraceEvent:
+    """A TRACE_SEEN event from a message of ipdbg's own trace table (or its decoded ``ev``):
+    where (table, chain = hook), which packet (key, interfaces), no verdict, no handle."""
+    if ev is None:
+        ev = decode_trace(payload, netns, ts_ns)
+    fields = dict(ev.__dict__)
+    fields.update(type=TRACE_SEEN, verdict="", jump_target="", handle=None, policy="", ts_ns=ts_ns or ev.ts_ns)
+    return _new_event(**fields)
 
 
 # ip_tables.c / ip6_tables.c trace_packet(): "TRACE: %s:%s:%s:%u " (table, chain, comment, rulenum)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from ..events import TRACE_POLICY, TRACE_RETURN, TRACE_RULE, PacketKey, TraceEvent
+from .decode import TRACE_SEEN
 
 FINAL = ("drop", "reject", "queue", "stolen")
 _REJECT = re.compile(r"(?:^|\s)(?:-j\s+REJECT|reject)(?:\s|$)")
@@ -64,6 +65,7 @@ class PacketPath:
     decided_by: Step | None = None  # the rule or policy that gave ``verdict``
     events: int = 0
     first_ts: int = 0
+    seen_at: list[str] = field(default_factory=list)  # hooks where ipdbg's chain saw it (TRACE_SEEN)
 
     def format(self) -> str:
         return " -> ".join(s.format() for s in self.steps)
@@ -113,6 +115,7 @@ def split_packets(evs: list[TraceEvent]) -> list[list[TraceEvent]]:
         base = (ev.source, ev.family, ev.table, ev.chain)
         if cur and (
             (ev.ts_ns and last_ts and ev.ts_ns - last_ts > SPLIT_GAP_NS)
+            or ev.type == TRACE_SEEN  # our chain runs first on its hook: a packet starts there
             or (start and ev.source == "nftrace" and (base in entered or final))
             or (ev.source == "legacy" and final)
         ):
@@ -166,6 +169,9 @@ def _build_one(k, evs: list[TraceEvent], resolve) -> PacketPath:
             path.key = ev.key
         if path.verdict in FINAL:
             continue  # nothing after a drop changes the outcome (a later event would be another packet)
+        if ev.type == TRACE_SEEN:
+            path.seen_at.append(ev.chain)  # ipdbg's own chain: where, not a step of the decision
+            continue
         if ev.type == TRACE_RULE and ev.source == "nftrace" and ev.handle is None and ev.verdict == "continue":
             nxt = evs[i + 1] if i + 1 < len(evs) else None
             if nxt is not None and nxt.table == ev.table and nxt.chain != ev.chain and nxt.type != TRACE_POLICY:

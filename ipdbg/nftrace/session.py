@@ -5,6 +5,11 @@ that socket closes, so nothing survives us, SIGKILL included), one socket
 listens on NFNLGRP_NFTRACE, one on NFNLGRP_NFTABLES (ruleset changes refresh
 the rule snapshot), and for legacy tables one nfnetlink_log socket bound to
 group 0 (see nflog.py).
+
+Our own table's trace messages (one per matching packet and hook) are skipped
+before decoding; with ``seen=True`` each (trace id, hook) still yields, at most
+once a second, a ``TRACE_SEEN`` event ("this packet went through hook X here"),
+so that a packet in a netns with no ruleset at all is seen, not missed.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from ..events import TRACE_POLICY, TRACE_RULE, TraceEvent
 from ..filters import PacketFilter
 from ..netns import enter_netns, netns_inode
 from . import build, nflog, nl, sock, xtinfo
-from .decode import DecodeError, decode_nflog, decode_ruleset_change, decode_trace
+from .decode import DecodeError, decode_nflog, decode_ruleset_change, decode_seen, decode_trace
 
 log = logging.getLogger("ipdbg.nftrace")
 
@@ -36,6 +41,27 @@ RESOLVED_MAX = 200_000  # events whose rule resolve() remembers
 LEGACY_PFS = (nl.NFPROTO_IPV4, nl.NFPROTO_IPV6)
 _table_counter = itertools.count()
 _NLMSG_LEN_TYPE = struct.Struct("=IH")
+# nfnetlink_log group 0 taken (EPERM): it may be a tracer that is just going away (its
+# socket is released when its last holder, maybe a child between fork and exec, closes
+# it), so retry for a moment before blaming another program.
+NFLOG_RETRY_S = 2.0
+# Seen-at-hook events (our own table's messages): at most one per (trace id, hook)
+# per SEEN_REPEAT_NS, and at most SEEN_RATE decoded per second and netns, so that a
+# flood costs a dictionary look-up per message, not a decode.
+SEEN_REPEAT_NS = 1_000_000_000
+SEEN_RATE = 2000
+SEEN_MAX = 8192  # remembered (trace id, hook) pairs per netns
+# nf_tables_trace.c (6.18), nft_trace_notify: after the nlmsghdr (16) and nfgenmsg (4)
+# come NFTA_TRACE_NFPROTO (8 bytes), NFTA_TRACE_TYPE (8), NFTA_TRACE_ID (8), then
+# NFTA_TRACE_CHAIN. The bytes of NFPROTO's value, the id and the chain name are the key.
+_SEEN_ID_HDR = struct.pack("=HH", 8, nl.NFTA_TRACE_ID)
+
+
+def format_legacy_unavailable(netns_label: str) -> str:
+    """The warning for a netns whose nfnetlink_log group 0 another program holds."""
+    return (f"legacy TRACE unavailable in netns {netns_label}: nfnetlink_log is held by "
+            "another process (ulogd? another ipdbg?); iptables-legacy rules are not named "
+            "there, nftables and iptables-nft rules are")
 
 
 def read_snapshot_for(netns: str | None):
@@ -98,6 +124,11 @@ class _Netns:
         self.refs: dict[tuple, object] = {}
         self.rulesets: dict[int, object] = {}  # legacy Ruleset per family, for policies
         self.batch: sock.BatchReceiver | None = None
+        self.nflog_seq = 0
+        self.seen: dict[bytes, int] = {}  # seen key -> time of its last seen event
+        self.seen_window = 0  # start of the current second of the SEEN_RATE budget
+        self.seen_n = 0  # seen events decoded in it
+        self.seen_skipped = 0  # over budget: not decoded
 
     def sockets(self):
         return [s for s in (self.trace, self.nflog, self.changes, self.owner) if s is not None]
@@ -111,12 +142,15 @@ class TraceSession:
     """
 
     def __init__(self, netns_paths: list[str | None], flt: PacketFilter, legacy: bool | str = "auto",
-                 bridge: bool = False, debug: bool = False, record=None):
+                 bridge: bool = False, debug: bool = False, record=None, seen: bool = True):
         self.netns_paths = list(netns_paths) or [None]
         self.flt = flt
         self.legacy = legacy
         self.bridge = bridge
         self.debug = debug
+        self.seen = seen  # TRACE_SEEN events from our own table (ignored with debug: all of them come)
+        self.warnings: list[str] = []  # for the caller to show (legacy TRACE unavailable somewhere)
+        self.legacy_unavailable: dict[int, str] = {}  # netns inode -> why legacy TRACE is off there
         self.record = record  # callable(kind, netns_inode, raw message bytes) or None
         self._ns: list[_Netns] = []
         self._by_fd: dict[int, tuple[_Netns, str]] = {}
@@ -133,6 +167,11 @@ class TraceSession:
                 name = f"ipdbg_{os.getpid()}" + (f"_{n}" if n else "")
                 ns = _Netns(path, name)
                 self._ns.append(ns)
+                # Listeners first: once the table exists, every matching packet is traced.
+                ns.trace = sock.open_nfnl(ns.path, (nl.NFNLGRP_NFTRACE,), sock.RCVBUF)
+                ns.changes = sock.open_nfnl(ns.path, (nl.NFNLGRP_NFTABLES,), 4 << 20)
+            self._arm_legacy([ns for ns in self._ns if self._want_legacy(ns)])
+            for ns in self._ns:
                 self._arm(ns)
         except BaseException:
             self.__exit__(None, None, None)
@@ -140,11 +179,6 @@ class TraceSession:
         return self
 
     def _arm(self, ns: _Netns) -> None:
-        # Listeners first: once the table exists, every matching packet is traced.
-        ns.trace = sock.open_nfnl(ns.path, (nl.NFNLGRP_NFTRACE,), sock.RCVBUF)
-        ns.changes = sock.open_nfnl(ns.path, (nl.NFNLGRP_NFTABLES,), 4 << 20)
-        if self._want_legacy(ns):
-            self._bind_nflog(ns)
         try:
             ns.snapshot = read_snapshot_for(ns.path)
             ns.snapshot_at = time.monotonic()
@@ -168,32 +202,51 @@ class TraceSession:
             return read_legacy_tables(ns.path)
         return bool(self.legacy) and self.legacy != "no"
 
+    def _arm_legacy(self, nss: list[_Netns]) -> None:
+        """nfnetlink_log group 0 in each of ``nss``; where another program holds it,
+        legacy TRACE is skipped in that netns only, with a warning."""
+        if not nss:
+            return
+        for ns in nss:
+            ns.nflog = sock.open_nfnl(ns.path, (), sock.RCVBUF)
+        pending = list(nss)
+        end = time.monotonic() + NFLOG_RETRY_S
+        while True:
+            held = []
+            for ns in pending:
+                ns.nflog_seq += 1
+                # Instance for group 0 (nfulnl_log_packet uses group 0 for ip_tables' TRACE
+                # loginfo). It belongs to the socket: nothing to undo if we die now.
+                try:
+                    sock.talk(ns.nflog, build.format_nflog_config(0, socket.AF_UNSPEC, nl.NFULNL_CFG_CMD_BIND,
+                                                                  ns.nflog_seq),
+                              [ns.nflog_seq], "nfnetlink_log: binding group 0")
+                except PrivilegeError:  # EPERM: another socket holds group 0 (nfulnl_recv_config)
+                    held.append(ns)
+            pending = held
+            if not pending or time.monotonic() > end:
+                break
+            time.sleep(0.02)
+        for ns in pending:
+            ns.nflog.close()
+            ns.nflog = None
+            msg = format_legacy_unavailable(ns.path or "current")
+            self.warnings.append(msg)
+            self.legacy_unavailable[ns.inode] = msg
+            log.warning("%s", msg)
+        for ns in nss:
+            if ns.nflog is not None:
+                self._bind_nflog(ns)
+
     def _bind_nflog(self, ns: _Netns) -> None:
+        """Group 0 is ours: configure it and bind the protocol families (guarded)."""
         ns.legacy_watch = xtinfo.LegacyWatch(ns.path)
         ns.saved_loggers = {pf: nflog.read_nf_log(ns.path, pf) for pf in LEGACY_PFS}
-        # The guard first: it must exist before anything it would have to undo.
+        # The guard before the first change it would have to undo (PF_BIND).
         ns.guard = nflog.NflogGuard(ns.path, ns.saved_loggers)
-        s = sock.open_nfnl(ns.path, (), sock.RCVBUF)
-        ns.nflog = s
-        seq = 1
-        # Instance for group 0 (nfulnl_log_packet uses group 0 for ip_tables' TRACE loginfo).
-        # EPERM: another socket holds group 0. It may be a tracer that is just going away
-        # (its socket is released when its last holder, maybe a child between fork and
-        # exec, closes it), so retry for a moment before blaming another program.
-        end = time.monotonic() + 2.0
-        while True:
-            try:
-                sock.talk(s, build.format_nflog_config(0, socket.AF_UNSPEC, nl.NFULNL_CFG_CMD_BIND, seq),
-                          [seq], "nfnetlink_log: binding group 0")
-                break
-            except PrivilegeError:
-                seq += 1
-                if time.monotonic() > end:
-                    raise KernelError("nfnetlink_log group 0 is used by another program in this netns "
-                                      "(ulogd? another ipdbg?)",
-                                      "stop it, or trace without legacy tables: --legacy no") from None
-                time.sleep(0.02)
-        seq += 1
+        s = ns.nflog
+        ns.nflog_seq += 1
+        seq = ns.nflog_seq
         sock.talk(s, build.format_nflog_config(0, socket.AF_UNSPEC, None, seq, copy_range=128,
                                                nlbufsiz=65536, timeout=1, qthresh=64),
                   [seq], "nfnetlink_log: configuring group 0")
@@ -203,6 +256,7 @@ class TraceSession:
                 continue
             sock.talk(s, build.format_nflog_config(0, pf, nl.NFULNL_CFG_CMD_PF_BIND, seq), [seq],
                       f"nfnetlink_log: binding protocol family {pf}")
+        ns.nflog_seq = seq
         log.debug("netns %s: nf_log was %s, now nfnetlink_log", ns.inode, ns.saved_loggers)
 
     def __exit__(self, *exc) -> None:
@@ -319,8 +373,12 @@ class TraceSession:
                 raise KernelError(f"netlink: receiving {kind} messages: {e.strerror}") from None
             mlen, mtype = _NLMSG_LEN_TYPE.unpack_from(buf, 0)
             single = n - 3 <= mlen <= n  # one message per datagram: the rule for trace multicasts
-            if single and ours is not None and record is None and ours in bytes(mv[:n]):
-                continue
+            if single and ours is not None and record is None:
+                raw = bytes(mv[:n])
+                if ours in raw:
+                    if self.seen:
+                        self._seen(ns, raw, mv[16:mlen], out)
+                    continue
             ts = time.monotonic_ns()
             checked = False  # legacy: ruleset change check, once per datagram
             msgs = ((mtype, 0, 0, 0, mv[16:mlen]),) if single and mlen >= 16 else nl.parse_nlmsgs(mv[:n])
@@ -333,6 +391,8 @@ class TraceSession:
                             continue
                         ev = decode_trace(payload, inode, ts)
                         if ev.table == ns.table and not self.debug:
+                            if self.seen:
+                                self._seen(ns, None, payload, out, ev)
                             continue
                     else:
                         if mtype != nflog_type:
@@ -377,6 +437,7 @@ class TraceSession:
         batch = ns.batch
         mv = batch.view
         ours = nl.nla_str(nl.NFTA_TRACE_TABLE, ns.table) if not self.debug else None
+        seen = self.seen
         record = self.record
         trace_type = (nl.NFNL_SUBSYS_NFTABLES << 8) | nl.NFT_MSG_TRACE
         inode = ns.inode
@@ -397,8 +458,12 @@ class TraceSession:
             for off, n in got:
                 mlen, mtype = unpack(mv, off)
                 single = n - 3 <= mlen <= n  # one message per datagram: the rule for trace multicasts
-                if single and ours is not None and record is None and ours in mv[off:off + n].tobytes():
-                    continue
+                if single and ours is not None and record is None:
+                    raw = mv[off:off + n].tobytes()
+                    if ours in raw:
+                        if seen:
+                            self._seen(ns, raw, mv[off + 16:off + mlen], out)
+                        continue
                 msgs = (((mtype, 0, 0, 0, mv[off + 16:off + mlen]),) if single and mlen >= 16
                         else nl.parse_nlmsgs(mv[off:off + n]))
                 for mtype, _f, _s, _p, payload in msgs:
@@ -412,12 +477,56 @@ class TraceSession:
                         log.debug("undecodable trace message: %s", e)
                         continue
                     if ours is not None and ev.table == ns.table:
+                        if seen:
+                            self._seen(ns, None, payload, out, ev)
                         continue
                     if ev.type == TRACE_RULE and ev.handle is not None:
                         resolve(ns, ev)
                     out.append(ev)
             if len(got) < batch.vlen:
                 break
+
+    def _seen(self, ns: _Netns, raw: bytes | None, payload, out: list[TraceEvent],
+              ev: TraceEvent | None = None) -> None:
+        """Our own table's message: a TRACE_SEEN event, unless one was given for this
+        (trace id, hook) less than SEEN_REPEAT_NS ago (the common case: a dict look-up)."""
+        ts = time.monotonic_ns()
+        if raw is not None and raw[36:40] == _SEEN_ID_HDR:
+            key = raw[24:28] + raw[40:60]  # nfproto, trace id, chain (see _SEEN_ID_HDR)
+        elif ev is not None:
+            key = f"{ev.nfproto}|{ev.trace_id}|{ev.chain}".encode()
+        else:
+            key = None  # not the layout we know: decode to find out
+        seen = ns.seen
+        if key is not None:
+            last = seen.get(key)
+            if last is not None and ts - last < SEEN_REPEAT_NS:
+                return
+        if ts - ns.seen_window >= 1_000_000_000:
+            ns.seen_window, ns.seen_n = ts, 0
+        if ns.seen_n >= SEEN_RATE:
+            ns.seen_skipped += 1
+            return
+        ns.seen_n += 1
+        try:
+            sev = decode_seen(payload, ns.inode, ts) if ev is None else decode_seen(None, ns.inode, ts, ev)
+        except (DecodeError, KeyError, IndexError, ValueError) as e:
+            log.debug("undecodable trace message of our table: %s", e)
+            return
+        if key is None:
+            key = f"{sev.nfproto}|{sev.trace_id}|{sev.chain}".encode()
+            last = seen.get(key)
+            if last is not None and ts - last < SEEN_REPEAT_NS:
+                return
+        if len(seen) >= SEEN_MAX:
+            seen.clear()
+        seen[key] = ts
+        out.append(sev)
+
+    @property
+    def seen_skipped(self) -> int:
+        """Own-table messages not turned into TRACE_SEEN events (over SEEN_RATE)."""
+        return sum(ns.seen_skipped for ns in self._ns)
 
     def _drain_changes(self, ns: _Netns) -> None:
         for _ in range(64):

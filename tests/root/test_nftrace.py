@@ -279,3 +279,90 @@ def test_bridge_family_traces_bridged_packets(lab):
         ref = p.decided_by.rule
         assert (p.decided_by.family, ref.table, ref.chain, ref.line) == ("bridge", "f", "fw", 1)
         assert ref.text == "ip daddr 10.78.5.3 udp dport 6500 drop"
+
+
+def test_seen_at_hook_in_a_netns_without_any_ruleset(lab):
+    from ipdbg.nftrace.decode import TRACE_SEEN
+
+    a, b = lab.add_host("a"), lab.add_host("b")
+    lab.link(a, b, "10.79.0.1/24", "10.79.0.2/24")
+    for h in (a, b):
+        assert h.run(["nft", "list", "ruleset"]).stdout.strip() == ""
+    with TraceSession([a.netns, b.netns], build_filter(dst="10.79.0.2:6700", proto="udp"), legacy=False) as ts:
+        traffic.send_udp(a.netns, "10.79.0.2", 6700, count=50)
+        traffic.send_udp(a.netns, "10.79.0.2", 6701, count=5)  # not matching: not seen
+        events = []
+        end = time.monotonic() + 1
+        while time.monotonic() < end:
+            events += ts.poll(100)
+        # No chain of the user's anywhere: only our chains' "seen" marks, one per hook and netns.
+        assert events and all(e.type == TRACE_SEEN for e in events)
+        assert {(e.netns, e.chain) for e in events} == {(a.inode, "output"), (b.inode, "prerouting")}
+        assert all(e.key.dport == 6700 and e.verdict == "" and e.handle is None for e in events)
+        assert all(e.table.startswith("ipdbg_") for e in events)
+        # at most one per (trace id, hook) a second: 50 packets give at most 100 marks
+        assert len(events) <= 100 and ts.seen_skipped == 0 and ts.lost == 0
+        for p in build_paths(events, ts.resolve).values():
+            assert p.steps == [] and p.verdict == "" and p.seen_at in (["output"], ["prerouting"])
+    with TraceSession([a.netns], build_filter(dst="10.79.0.2:6700", proto="udp"), legacy=False,
+                      seen=False) as ts:
+        traffic.send_udp(a.netns, "10.79.0.2", 6700, count=5)
+        events = []
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end:
+            events += ts.poll(100)
+        assert events == []
+
+
+NFLOG_HOLDER = r"""
+import socket, sys
+from ipdbg.nftrace import build, nl, sock
+s = sock.open_nfnl(None)
+sock.talk(s, build.format_nflog_config(0, socket.AF_UNSPEC, nl.NFULNL_CFG_CMD_BIND, 1), [1], "bind group 0")
+sock.talk(s, build.format_nflog_config(0, socket.AF_INET, nl.NFULNL_CFG_CMD_PF_BIND, 2), [2], "bind AF_INET")
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_nflog_held_in_one_netns_skips_legacy_there_only(lab):
+    import os
+    import subprocess
+    import sys
+
+    a, b, c = lab.add_host("a"), lab.add_host("b"), lab.add_host("c")
+    lab.link(a, b, "10.79.2.1/24", "10.79.2.2/24")
+    lab.link(c, b, "10.79.3.1/24", "10.79.3.2/24")
+    legacy = "*filter\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -p udp --dport {} -j DROP\nCOMMIT\n"
+    a.run(["iptables-legacy-restore"], input=legacy.format(6801))
+    c.run(["iptables-legacy-restore"], input=legacy.format(6802))
+    a.run(["iptables-nft-restore"], input="*filter\n:OUTPUT ACCEPT [0:0]\n"
+                                          "-A OUTPUT -p udp --dport 6803 -j DROP\nCOMMIT\n")
+    # Another program holds nfnetlink_log group 0 (and the AF_INET logger) in a.
+    holder = a.popen([sys.executable, "-c", NFLOG_HOLDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                     env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        assert holder.stdout.readline().strip() == b"ready"
+        with TraceSession([a.netns, c.netns], build_filter(proto="udp"), legacy="auto") as ts:
+            assert list(ts.legacy_unavailable) == [a.inode]
+            (w,) = ts.warnings
+            assert w.startswith(f"legacy TRACE unavailable in netns {a.netns}: "
+                                "nfnetlink_log is held by another process")
+            # c: the legacy rule is named
+            p, _ = trace_until(ts, lambda p: p.netns == c.inode and p.verdict == "drop",
+                               lambda: traffic.send_udp(c.netns, "10.79.3.2", 6802))
+            ref = p.decided_by.rule
+            assert p.source == "legacy" and (ref.backend, ref.chain, ref.line) == ("legacy", "OUTPUT", 1)
+            # a: nftables is still traced there
+            p, _ = trace_until(ts, lambda p: p.netns == a.inode and p.verdict == "drop",
+                               lambda: traffic.send_udp(a.netns, "10.79.2.2", 6803))
+            ref = p.decided_by.rule
+            assert (ref.backend, ref.chain, ref.line) == ("nft", "OUTPUT", 1)
+            assert c.run(["cat", "/proc/sys/net/netfilter/nf_log/2"]).stdout.strip() == "nfnetlink_log"
+        # the other program's binding in a is left as it was; c's is put back
+        assert a.run(["cat", "/proc/sys/net/netfilter/nf_log/2"]).stdout.strip() == "nfnetlink_log"
+        assert c.run(["cat", "/proc/sys/net/netfilter/nf_log/2"]).stdout.strip() == "nf_log_ipv4"
+        assert holder.poll() is None
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=10)

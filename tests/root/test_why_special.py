@@ -105,3 +105,39 @@ def test_retransmissions_grouped_and_udp_closed_port(lab, tmp_path):
     assert e["note"] == (f"nothing listens on {REMOTE}:5353 "
                          "(the peer answered ICMP port unreachable)")
     assert e["reply"] == "icmp port-unreachable"
+
+
+NFLOG_HOLDER = r"""
+import socket, sys
+from ipdbg.nftrace import build, nl, sock
+s = sock.open_nfnl(None)
+sock.talk(s, build.format_nflog_config(0, socket.AF_UNSPEC, nl.NFULNL_CFG_CMD_BIND, 1), [1], "bind group 0")
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_nflog_held_in_one_netns_legacy_named_in_the_other(lab):
+    import os
+    import subprocess
+    import sys
+
+    c, s = client_server(lab)
+    restore(c, "*filter\n-A OUTPUT -p udp --dport 9 -j ACCEPT\nCOMMIT\n", legacy=True)
+    restore(s, "*filter\n-A INPUT -p tcp --dport 80 -j DROP\nCOMMIT\n", legacy=True)
+    holder = c.popen([sys.executable, "-c", NFLOG_HOLDER], stdin=subprocess.PIPE,
+                     stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        assert holder.stdout.readline().strip() == b"ready"
+        rc, exps, err = run_why("--dst", f"{REMOTE}:80", "--probe", "--netns", c.netns,
+                                "--netns", s.netns)
+        assert rc == 0, err
+        (e,) = blocking(exps)
+        assert e["netns_inode"] == s.inode and e["rule"]["backend"] == "legacy"
+        assert (e["rule"]["chain"], e["rule"]["line"]) == ("INPUT", 1)
+        assert (f"ipdbg: note: legacy TRACE unavailable in netns {c.netns}: nfnetlink_log is "
+                "held by another process") in err
+        assert s.netns not in err
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=10)
