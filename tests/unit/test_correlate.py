@@ -221,3 +221,21 @@ def test_reason_notes():
     assert "rp_filter" in format_reason_note("IP_RPFILTER", k)
     assert format_reason_note("IP_OUTNOROUTES", k) == "no route from this host to 198.51.100.80:80"
     assert format_reason_note("SOMETHING_NEW", k) == "the kernel dropped it (SOMETHING_NEW)"
+
+
+def test_seen_only_by_our_trace_chain_is_accepted_not_unseen():
+    # A netns with no ruleset: only ipdbg's own trace chain saw the packet
+    # (TRACE_SEEN at output), no drop followed -> "accepted" at OUTPUT, empty path.
+    from ipdbg.nftrace.decode import TRACE_SEEN
+
+    k = key()
+    seen = TraceEvent("nftrace", NS_C, 0xbb, "inet", "ipdbg_1", "output", TRACE_SEEN,
+                      ts_ns=1000 * MS, key=k)
+    exps = correlate([seen], resolve, flt=build_filter(dst="198.51.100.80:80"), watched=[NS_C])
+    assert len(exps) == 1
+    e = exps[0].to_json()
+    assert e["verdict"] == "accepted" and e["rule"] is None and e["path"] == []
+    assert "OUTPUT" in (e.get("hook") or "") + (e.get("note") or "")
+    # and with nothing at all: unseen
+    exps = correlate([], resolve, flt=build_filter(dst="198.51.100.80:80"), watched=[NS_C])
+    assert [x.to_json()["verdict"] for x in exps] == ["unseen"]
