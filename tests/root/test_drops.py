@@ -209,7 +209,8 @@ def test_netns_filter_beyond_16_namespaces(lab):
     assert pairs[10][1].inode not in {e.netns for e in events}
 
 
-def test_iface_filter_in_kernel(lab):
+@pytest.mark.parametrize("flavour", ["tp_btf", "raw_tp"])
+def test_iface_filter_in_kernel(lab, flavour):
     # Two links between c and s; UDP dropped on INPUT of s and on OUTPUT of c (no
     # skb->dev yet there: the route's device counts). Only eth1's drops come up.
     c, s = lab.add_host("c"), lab.add_host("s")
@@ -220,7 +221,8 @@ def test_iface_filter_in_kernel(lab):
     with enter_netns(s.netns):
         eth1_s = socket.if_nametoindex("eth1")
     with DropMonitor(build_filter(proto="udp"), netns_inodes=[c.inode, s.inode], iface="eth1",
-                     kinds=("kfree_skb",)) as mon:
+                     kinds=("kfree_skb",), flavours=(flavour,)) as mon:
+        assert mon.attached == [f"{flavour}/kfree_skb"]
         for dst in ("10.88.0.2", "10.89.0.2"):
             assert traffic.send_udp(c.netns, dst, 9990, count=2) == "sent"
             traffic.send_udp(c.netns, dst, 9991, count=2)
