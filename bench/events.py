@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from ipdbg.bpf.engine import DropMonitor  # noqa: E402
 from ipdbg.filters import build_filter  # noqa: E402
 from ipdbg.lab import Lab  # noqa: E402
+from common import iperf_bps, write_section  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 A_ADDR, B_ADDR = "10.88.0.1", "10.88.0.2"
@@ -202,16 +203,11 @@ def overhead_excluded(a, b, exe: str, seconds: float, runs: int) -> tuple[dict, 
     return wall, cpu
 
 
-def iperf(a, seconds: float) -> float:
-    out = a.run(["iperf3", "-c", B_ADDR, "-t", str(seconds), "-J"], timeout=seconds + 30).stdout
-    return json.loads(out)["end"]["sum_received"]["bits_per_second"]
-
-
 def overhead_accepted(a, b, seconds: float, runs: int) -> dict:
     server = b.popen(["iperf3", "-s", "-B", B_ADDR], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
     try:
-        return interleaved(lambda: iperf(a, seconds), [], runs)
+        return interleaved(lambda: iperf_bps(a, B_ADDR, seconds), [], runs)
     finally:
         server.kill()
 
@@ -247,27 +243,10 @@ def main() -> int:
     text = format_results(results, args)
     print(text)
     if args.write_results:
-        write_results(os.path.join(HERE, "RESULTS.md"), text)
+        write_section("drops", text)
     return 0
 
 
-BEGIN, END = "<!-- drops:begin -->", "<!-- drops:end -->"
-
-
-def write_results(path: str, text: str) -> None:
-    """Replace our section of RESULTS.md (or append it); other sections stay."""
-    try:
-        with open(path) as f:
-            old = f.read()
-    except FileNotFoundError:
-        old = ""
-    block = f"{BEGIN}\n{text}\n{END}\n"
-    if BEGIN in old and END in old:
-        new = old[:old.index(BEGIN)] + block + old[old.index(END) + len(END):].lstrip("\n")
-    else:
-        new = old.rstrip("\n") + ("\n\n" if old else "") + block
-    with open(path, "w") as f:
-        f.write(new)
 
 
 def format_results(r: dict, args) -> str:

@@ -32,6 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from ipdbg.lab import Lab  # noqa: E402
+from common import write_section  # noqa: E402
 
 IPDBG = [os.path.join(ROOT, ".venv", "bin", "ipdbg")]
 if not os.path.exists(IPDBG[0]):
@@ -157,19 +158,6 @@ def md(x):
     return statistics.median(x)
 
 
-def write_section(text: str) -> None:
-    path = os.path.join(ROOT, "bench", "RESULTS.md")
-    begin, end = "<!-- rules:begin -->", "<!-- rules:end -->"
-    block = f"{begin}\n{text}\n{end}\n"
-    old = open(path).read() if os.path.exists(path) else ""
-    if begin in old and end in old:
-        new = old[: old.index(begin)] + block + old[old.index(end) + len(end) + 1:]
-    else:
-        new = old + ("\n" if old and not old.endswith("\n") else "") + block
-    with open(path, "w") as f:
-        f.write(new)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=7)
@@ -219,7 +207,7 @@ def main() -> int:
     shutil.rmtree(PYCACHE, ignore_errors=True)
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section("rules", text)
     return 0
 
 

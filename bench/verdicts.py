@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -29,6 +28,7 @@ sys.path.insert(0, ROOT)
 from ipdbg.filters import build_filter  # noqa: E402
 from ipdbg.lab import Lab  # noqa: E402
 from ipdbg.nftrace import TraceSession  # noqa: E402
+from common import iperf_bps, write_section  # noqa: E402
 
 A, B = "10.201.0.1", "10.201.0.2"
 PORT = 7000
@@ -53,25 +53,20 @@ print(time.monotonic() - t0)
 """
 
 
-def iperf(a, seconds: float) -> float:
-    out = a.run(["iperf3", "-c", B, "-t", str(seconds), "-J"], timeout=seconds + 30).stdout
-    return json.loads(out)["end"]["sum_received"]["bits_per_second"]
-
-
 def bench_throughput(lab, a, b, rounds: int, seconds: float):
     srv = b.popen(["iperf3", "-s"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
     flt = build_filter(dst=f"{B}:{PORT}", proto="udp")  # iperf3's TCP does not match
     off, on = [], []
-    iperf(a, 1)  # warm-up
+    iperf_bps(a, B, 1)  # warm-up
     for r in range(rounds):
         order = ("off", "on") if r % 2 == 0 else ("on", "off")
         for mode in order:
             if mode == "off":
-                off.append(iperf(a, seconds))
+                off.append(iperf_bps(a, B, seconds))
             else:
                 with TraceSession([a.netns, b.netns], flt, legacy=False):
-                    on.append(iperf(a, seconds))
+                    on.append(iperf_bps(a, B, seconds))
     srv.kill()
     return off, on
 
@@ -126,24 +121,6 @@ def bench_pps(a, b, rounds: int, rate: float, seconds: float):
     return res
 
 
-BEGIN, END = "<!-- verdicts:begin -->", "<!-- verdicts:end -->"
-
-
-def write_results(text: str) -> None:
-    """Replace our section of bench/RESULTS.md (between our markers), or append it."""
-    path = os.path.join(ROOT, "bench", "RESULTS.md")
-    try:
-        with open(path) as f:
-            old = f.read()
-    except FileNotFoundError:
-        old = ""
-    block = f"{BEGIN}\n{text.rstrip()}\n{END}\n"
-    if BEGIN in old and END in old:
-        new = old[:old.index(BEGIN)] + block + old[old.index(END) + len(END):].lstrip("\n")
-    else:
-        new = old.rstrip("\n") + ("\n\n" if old else "") + block
-    with open(path, "w") as f:
-        f.write(new)
 
 
 def main() -> int:
@@ -205,7 +182,7 @@ def main() -> int:
     print(text)
     print("raw throughput bps off:", [round(x) for x in off], "on:", [round(x) for x in on])
     if not args.no_write:
-        write_results(text)
+        write_section("verdicts", text)
     return 0
 
 

@@ -31,6 +31,7 @@ sys.path.insert(0, ROOT)
 from ipdbg import traffic  # noqa: E402
 from ipdbg.commands.demo import PORT, SEED_RULES, SERVER_IP, build_demo_lab  # noqa: E402
 from ipdbg.lab import Lab  # noqa: E402
+from common import write_section  # noqa: E402
 
 TARGET_S = 2.0
 DEBUG_LINE = re.compile(r"engines ready after ([\d.]+) s, verdict after ([\d.]+) s")
@@ -83,20 +84,6 @@ def measure_enter(tree: str | None) -> tuple[float, float]:
                          cwd=tree or ROOT, env=env, capture_output=True, text=True, check=True)
     med, first = out.stdout.split()
     return float(med), float(first)
-
-
-def write_section(text: str) -> None:
-    """Replace our marked section of bench/RESULTS.md (append it the first time)."""
-    path = os.path.join(ROOT, "bench", "RESULTS.md")
-    begin, end = "<!-- why_probe:begin -->", "<!-- why_probe:end -->"
-    block = f"{begin}\n{text}\n{end}\n"
-    old = open(path).read() if os.path.exists(path) else ""
-    if begin in old and end in old:
-        new = old[: old.index(begin)] + block + old[old.index(end) + len(end) + 1:]
-    else:
-        new = old + ("\n" if old and not old.endswith("\n") else "") + block
-    with open(path, "w") as f:
-        f.write(new)
 
 
 def main() -> int:
@@ -167,7 +154,7 @@ def main() -> int:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section("why_probe", text)
     return 0 if ok == args.rounds and worst <= TARGET_S else 1
 
 

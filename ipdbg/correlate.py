@@ -24,7 +24,7 @@ from typing import Callable, Iterable
 
 from .nftrace.path import TRACE_SEEN, build_paths, match_rule_verdict
 from .events import (IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, TRACE_POLICY,
-                     TRACE_RETURN, TRACE_RULE, DropEvent, PacketKey, TraceEvent)
+                     TRACE_RULE, DropEvent, PacketKey, TraceEvent)
 
 NS = 1_000_000_000
 WINDOW_NS = 1 * NS  # a drop and its trace are at most this far apart

@@ -47,7 +47,7 @@ def demo(ctx, no_fix):
       sudo ipdbg demo        (or: make demo)
     """
     from .. import traffic
-    from ..errors import NoMatchError, SystemToolError
+    from ..errors import NoMatchError
     from ..filters import build_filter
     from ..investigate import investigate
     from ..lab import Lab

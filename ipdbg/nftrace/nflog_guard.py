@@ -10,7 +10,6 @@ ipdbg's process group does not take it away before it has done its job.
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 

@@ -5,7 +5,7 @@ import threading
 import time
 
 from ipdbg import traffic
-from why_lab import REMOTE, Background, blocking, client_server, restore, run_why
+from why_lab import REMOTE, Background, blocking, client_server, restore
 
 RULES = ("*filter\n-A INPUT -p icmp -j DROP\n"
          "-A INPUT -p tcp --dport 81 -j DROP\n"

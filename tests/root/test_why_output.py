@@ -41,7 +41,7 @@ def test_text_answer_shape(lab):
                                   "--netns", c.netns), capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
-    assert lines[0].startswith(f"DROPPED  10.60.0.1:") and f"-> {REMOTE}:80 tcp SYN" in lines[0]
+    assert lines[0].startswith("DROPPED  10.60.0.1:") and f"-> {REMOTE}:80 tcp SYN" in lines[0]
     assert "  rule     filter/OUTPUT line 1: -A OUTPUT -d 198.51.100.80/32" in p.stdout
     assert "  kernel   NETFILTER_DROP at " in p.stdout and "(hook OUTPUT)" in p.stdout
     assert "  fix      ipdbg rules --netns " in p.stdout

@@ -1,7 +1,5 @@
 """why-dropped across NAT, on iptables-legacy, native nftables, IPv6 and a closed port."""
 
-import pytest
-
 from ipdbg import traffic
 from why_lab import REMOTE, blocking, client_router_server, client_server, restore, run_why
 
