@@ -16,7 +16,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := iptables nftables libnftables1 libbpf1 libbpf-dev clang llvm bpftool \
                 iproute2 iputils-ping python3 python3-venv python3-pip make gcc libc6-dev iperf3 kmod ipset
 
-.PHONY: setup apt venv bpf pyc demo test test-unit test-root bench clean
+.PHONY: setup apt venv bpf pyc demo lint test test-unit test-root bench clean
 
 setup: apt venv bpf pyc
 
@@ -47,7 +47,10 @@ pyc: venv
 demo: setup
 	$(VENV)/bin/ipdbg demo
 
-test: setup
+lint: venv
+	$(PY) -m pyflakes ipdbg tests bench
+
+test: setup lint
 	$(PY) -m pytest -q tests/unit tests/root
 
 test-unit: venv
