@@ -125,7 +125,7 @@ def investigate(netns_paths: list[str | None], flt: PacketFilter, timeout: float
             # its kfree_skb no longer matches --dst. A second monitor sees netfilter
             # drops without the destination part; the correlator keeps one only when
             # it is the same packet as a trace that matched the filter.
-            # Loading a monitor costs ~0.5 s (BTF, kallsyms): only where NAT can be.
+            # A second monitor is one more program on every drop path: only where NAT can be.
             relaxed = dataclasses.replace(flt, dst=None, dport=None)
             extra_mon = None
             if relaxed != flt and len(paths) <= 16 and read_dnat_present(paths):  # an nft per netns
