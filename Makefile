@@ -61,7 +61,7 @@ test-root: setup
 
 bench: setup
 	$(PY) bench/rules.py
-	$(PY) bench/events.py
+	$(PY) bench/events.py --write-results
 	$(PY) bench/verdicts.py
 	$(PY) bench/why_probe.py
 
