@@ -27,6 +27,7 @@ from .events import (IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, TRA
                      TRACE_RULE, DropEvent, PacketKey, TraceEvent)
 
 NS = 1_000_000_000
+TCP_RST = 0x04  # TCP header flag
 WINDOW_NS = 1 * NS  # a drop and its trace are at most this far apart
 SETTLE_NS = 150_000_000  # wait this long after a drop for its trace and its reply events
 REPLY_WINDOW_NS = 50_000_000  # REJECT's reply is sent just before the skb is freed
@@ -463,6 +464,7 @@ class Correlator:
         self._seen_hooks: dict[tuple, list[str]] = {}  # accepted flow -> hooks ipdbg's chain saw it at
         self.latest_ns = 0
         self.unfinished = 0  # drops left out by finish(cut=True)
+        self.rst_consumed = 0  # RSTs freed by the TCP stack itself (not drops; see add_drop)
         self._extra: set[int] = set()  # id() of pending drops outside the filter
 
     # ---- input
@@ -500,6 +502,15 @@ class Correlator:
                 self._replies_by_skb[ev.skb] = ev
             if ev.key is not None:
                 self._replies_by_key[ev.key] = ev
+            return
+        if (ev.key is not None and ev.key.proto == IPPROTO_TCP and ev.tcp_flags & TCP_RST
+                and ev.reason_name != "NETFILTER_DROP"):
+            # tcp_v4_rcv/tcp_v6_rcv free a RST they processed, or one for a socket
+            # that is already gone (a RST is never answered, RFC 9293 3.10.7.1), with
+            # kfree_skb (NOT_SPECIFIED, NO_SOCKET; seen on 6.18 at tcp_v4_rcv+0x99 when
+            # a connection closes with a RST): the RST did its job, nothing was lost.
+            # A RST dropped by a rule is NETFILTER_DROP and still counts.
+            self.rst_consumed += 1
             return
         if extra:
             self._extra.add(id(ev))

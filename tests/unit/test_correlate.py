@@ -239,3 +239,22 @@ def test_seen_only_by_our_trace_chain_is_accepted_not_unseen():
     # and with nothing at all: unseen
     exps = correlate([], resolve, flt=build_filter(dst="198.51.100.80:80"), watched=[NS_C])
     assert [x.to_json()["verdict"] for x in exps] == ["unseen"]
+
+
+def test_rst_freed_by_the_tcp_stack_is_not_a_drop_but_a_rule_dropping_it_is():
+    # Seen on 6.18: a probe that closes with RST has its RST freed with NOT_SPECIFIED
+    # at tcp_v4_rcv; that is the stack consuming it, not a lost packet.
+    from dataclasses import replace as dc_replace
+
+    from ipdbg.correlate import TCP_RST
+
+    k = key(seq=1482661774)
+    rst = dc_replace(drop(k, 1000 * MS, reason="NOT_SPECIFIED", loc="tcp_v4_rcv+0x99"),
+                     tcp_flags=TCP_RST | 0x10)
+    c = Correlator(resolve)
+    c.add(rst)
+    assert c.finish(None, []) == [] and c.rst_consumed == 1
+    # the same RST dropped by a rule is a drop
+    exps = correlate(trace_out(k, 2000 * MS, 0xcc) +
+                     [dc_replace(drop(k, 2000 * MS + 5000), tcp_flags=TCP_RST)], resolve)
+    assert [e.to_json()["verdict"] for e in exps] == ["dropped"]
