@@ -2,7 +2,10 @@
 # Both start with `setup`, which is idempotent: it installs what is missing and
 # rebuilds only what changed.
 SHELL := /bin/bash
-PYTHON ?= python3
+# Debian's own interpreter (python3-venv is its venv module). The editable install
+# is a plain path entry (compat mode): setuptools' default import hook costs every
+# `ipdbg` start ~8 ms (pathlib, importlib.util), half of Python's start-up.
+PYTHON ?= /usr/bin/python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # Debian packages and why:
@@ -33,7 +36,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade 'pip==24.2'
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
 	touch $@
 
 bpf:
