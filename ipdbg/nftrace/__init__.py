@@ -5,6 +5,13 @@
 docs/nftrace.md.
 """
 
-from .session import TraceSession
-
 __all__ = ["TraceSession"]
+
+
+def __getattr__(name):
+    # lazy: `ipdbg rules` imports the pure netlink codec (nl.py) without the session
+    if name == "TraceSession":
+        from .session import TraceSession
+
+        return TraceSession
+    raise AttributeError(name)
