@@ -251,6 +251,20 @@ def _edit(inv, backend, netns, out) -> None:
             state.update(parse_save_index(texts[t], only_table=t))
         return state
 
+    if (backend == "nft" and not inv.dry_run and inv.batch is None and len(inv.commands) == 1
+            and inv.commands[0].action in ("replace", "delete", "insert")
+            and (inv.commands[0].line is not None or inv.commands[0].action == "insert")):
+        # one nf_tables transaction tagged with the generation read (docs/rules.md)
+        from ..rules.nftedit import apply_line_edit
+
+        done = apply_line_edit(inv.commands[0], netns)
+        if done is not None:
+            if inv.output == "json":
+                out.write(_json({"applied": True, "backend": backend, "family": family,
+                                 "summary": [rargv.format_command(inv.commands[0])],
+                                 "netlink": done.to_json(inv.commands[0])}) + "\n")
+            return
+
     first_read = None
     if (not inv.dry_run and inv.batch is None and len(inv.commands) == 1
             and inv.commands[0].line is not None

@@ -9,6 +9,7 @@ import pytest
 from ipdbg import errors
 from ipdbg.commands import rules as rules_cmd
 from ipdbg.rules import backend as rb
+from ipdbg.rules import nftedit
 
 BACKENDS = ["nft", "legacy"]
 
@@ -34,6 +35,24 @@ def ipdbg(host, backend, *args, input=None):
          "--backend", backend, *args],
         capture_output=True, text=True, input=input, timeout=60,
         env={**os.environ, "PYTHONPATH": os.getcwd()})
+
+
+def race_before_write(monkeypatch, fn):
+    """Run ``fn`` just before ipdbg writes: before its iptables-restore batch, and on
+    iptables-nft before its nf_tables transaction (the line-number path)."""
+    real_restore, real_send = rb.apply_restore, nftedit._send_batch
+
+    def racing_restore(*a, **kw):
+        if not kw.get("test"):
+            fn()
+        return real_restore(*a, **kw)
+
+    def racing_send(*a, **kw):
+        fn()
+        return real_send(*a, **kw)
+
+    monkeypatch.setattr(rb, "apply_restore", racing_restore)
+    monkeypatch.setattr(nftedit, "_send_batch", racing_send)
 
 
 def chain(host, backend, name, family=4):
@@ -166,15 +185,14 @@ def test_ipv6(host, backend):
 def test_conflict_when_the_chain_changes_between_read_and_apply(host, backend, change, monkeypatch):
     """Another process edits the chain after ipdbg read it: exit 5, nothing changed."""
     setup(host, backend)
-    real = rb.apply_restore
     seen = {}
 
-    def racing_and_record(*a, **kw):
-        host.run([f"iptables-{backend}", "-w"] + change)
-        seen["after_race"] = chain(host, backend, "INPUT")
-        return real(*a, **kw)
+    def race():
+        if "after_race" not in seen:
+            host.run([f"iptables-{backend}", "-w"] + change)
+            seen["after_race"] = chain(host, backend, "INPUT")
 
-    monkeypatch.setattr(rb, "apply_restore", racing_and_record)
+    race_before_write(monkeypatch, race)
     with pytest.raises(errors.ConflictError) as exc:
         rules_cmd.run(["--netns", host.netns, "--backend", backend, "-D", "INPUT", "4"])
     assert "no longer the one read" in exc.value.message
@@ -185,13 +203,13 @@ def test_conflict_when_the_chain_changes_between_read_and_apply(host, backend, c
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_replace_conflict_leaves_the_race_winner(host, backend, monkeypatch):
     before = setup(host, backend)
-    real = rb.apply_restore
+    raced = []
 
-    def racing(*a, **kw):
-        host.run([f"iptables-{backend}", "-w", "-D", "INPUT", "1"])
-        return real(*a, **kw)
+    def race():
+        if not raced:
+            raced.append(host.run([f"iptables-{backend}", "-w", "-D", "INPUT", "1"]))
 
-    monkeypatch.setattr(rb, "apply_restore", racing)
+    race_before_write(monkeypatch, race)
     with pytest.raises(errors.ConflictError):
         rules_cmd.run(["--netns", host.netns, "--backend", backend, "-R", "INPUT", "3", "-j", "DROP"])
     assert chain(host, backend, "INPUT") == before[1:]
