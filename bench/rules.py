@@ -13,7 +13,7 @@ run; medians and ratios ipdbg / iptables:
 Both sides run through `nsenter --net=...` (ipdbg does so for --netns) and both
 print to a pipe that is read. Final chains of the batch measure are compared.
 
-    sudo .venv/bin/python bench/rules.py [--rounds 7] [--batch-rounds 3] [--no-write]
+    sudo .venv/bin/python bench/rules.py [--rounds 7] [--batch-rounds 3] [--no-write] [--only-list]
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def ipd(host, backend, *args):
     return IPDBG + ["rules", "--netns", host.netns, "--backend", backend, *args]
 
 
-def bench_big(host, backend, rounds):
+def bench_big(host, backend, rounds, only_list=False):
     host.run([f"iptables-{backend}-restore"], input=big_chain())
     res = {k: ([], []) for k in ("list", "insert", "replace", "delete")}
     rule = ["-s", "10.250.0.1/32", "-p", "tcp", "-m", "tcp", "--dport", "4242", "-j", "DROP"]
@@ -90,6 +90,8 @@ def bench_big(host, backend, rounds):
     for _ in range(rounds):
         for side, mk in ((0, ipt), (1, ipd)):
             res["list"][side].append(timed(mk(host, backend, *flags)))
+        if only_list:
+            continue
         for side, mk in ((0, ipt), (1, ipd)):
             res["insert"][side].append(timed(mk(host, backend, "-I", "INPUT", str(LINE), *rule)))
         for side, mk in ((0, ipt), (1, ipd)):
@@ -163,6 +165,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--batch-rounds", type=int, default=3)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--only-list", action="store_true",
+                    help="measure only -L (no edits, no batch); implies --no-write")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/rules.py needs root (it builds network namespaces)", file=sys.stderr)
@@ -171,10 +175,14 @@ def main() -> int:
     with Lab(prefix="brules") as lab:
         for backend in BACKENDS:
             host = lab.add_host(f"big{backend}")
-            res, same = bench_big(host, backend, args.rounds)
+            res, same = bench_big(host, backend, args.rounds, args.only_list)
             for k, target in (("list", 1.0), ("insert", 1.2), ("replace", 1.2), ("delete", 1.2)):
+                if args.only_list and k != "list":
+                    continue
                 a, b = md(res[k][0]), md(res[k][1])
                 rows.append((backend, k, a, b, b / a, target, same if k == "list" else None))
+            if args.only_list:
+                continue
             bhost = lab.add_host(f"batch{backend}")
             seq, one, fsame = bench_batch(bhost, backend, args.batch_rounds)
             brow.append((backend, md(seq), md(one), md(seq) / md(one), fsame))
@@ -206,7 +214,7 @@ def main() -> int:
     text = "\n".join(lines) + "\n"
     shutil.rmtree(PYCACHE, ignore_errors=True)
     print(text)
-    if not args.no_write:
+    if not (args.no_write or args.only_list):
         write_section("rules", text)
     return 0
 

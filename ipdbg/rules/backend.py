@@ -2,17 +2,34 @@
 with ``iptables-save -c``, write with ``iptables-restore --noflush -w``, and turn
 iptables' stderr into our errors.
 
-``--netns`` runs each binary through ``nsenter --net=PATH`` (ipdbg.netns).
+``--netns`` runs each binary through ``nsenter --net=PATH`` (ipdbg.netns); the
+readers of listings spawn theirs from a thread that entered the netns (``_spawn``).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 
 from ..errors import ConflictError, NotFoundError, SystemToolError, UsageError
+
+
+class _LazyModule:
+    """A module imported at its first use: ``subprocess`` (3 ms) is not needed by
+    `ipdbg rules -L`, which spawns with os.posix_spawn (``_spawn``)."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr):
+        import importlib
+
+        module = globals()[self._name] = importlib.import_module(self._name)
+        return getattr(module, attr)
+
+
+subprocess = _LazyModule("subprocess")
 
 
 def nsenter_argv(path, argv):
@@ -109,41 +126,6 @@ def read_legacy_tables(family: int, netns: str | None = None) -> set[str]:
         return set()
 
 
-def read_legacy_table_size(family: int, table: str, netns: str | None = None) -> int | None:
-    """Number of entries (rules, chain heads and ends) of an existing x_tables table,
-    asked the way libiptc's iptc_init() does (getsockopt IPT_SO_GET_INFO on a raw
-    socket; struct ipt_getinfo, include/uapi/linux/netfilter_ipv4/ip_tables.h):
-    about 1 ms, where iptables-legacy-save of 20,000 rules takes 15 ms. None if the
-    table does not exist (asking would create it) or the call fails.
-    """
-    if table not in read_legacy_tables(family, netns):
-        return None
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    # AF_INET/AF_INET6, SOCK_RAW, IPPROTO_RAW; SOL_IP/SOL_IPV6; IPT_SO_GET_INFO and
-    # IP6T_SO_GET_INFO are both 64 (IPT_BASE_CTL)
-    af, level = (2, 0) if family == 4 else (10, 41)
-    buf = ctypes.create_string_buffer(table.encode()[:31], 84)  # name[32], 13 u32
-    size = ctypes.c_uint32(84)
-    if netns is None:
-        fd = libc.socket(af, 3, 255)
-    else:
-        from ..netns import enter_netns
-
-        with enter_netns(netns):
-            fd = libc.socket(af, 3, 255)
-    if fd < 0:
-        return None
-    try:
-        if libc.getsockopt(fd, level, 64, buf, ctypes.byref(size)) != 0 or size.value != 84:
-            return None
-    finally:
-        os.close(fd)
-    # name[32], valid_hooks, hook_entry[5], underflow[5], num_entries, size
-    return int.from_bytes(buf.raw[76:80], sys.byteorder)
-
-
 def read_save(family: int, backend: str, netns: str | None = None,
               table: str | None = None, counters: bool = True) -> str:
     """The text of `iptables-save [-c] [-t TABLE]` (in netns).
@@ -190,6 +172,168 @@ def start_read_save(family: int, backend: str, netns: str | None = None,
     if table:
         argv += ["-t", table]
     return _SaveJob(argv, netns, table)
+
+
+def _spawn(argv: list[str], netns: str | None, stdout: int) -> tuple[int, int]:
+    """Start argv in netns (this thread enters it for the spawn; the child keeps it)
+    with stdin /dev/null, stdout on the fd ``stdout`` and stderr in a memfd.
+    Returns (pid, memfd). os.posix_spawn: no subprocess import, no nsenter."""
+    import signal  # imported by ipdbg.cli already
+
+    err = os.memfd_create("ipdbg-stderr", os.MFD_CLOEXEC)
+    actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+               (os.POSIX_SPAWN_DUP2, err, 2)]
+    if stdout != 1:
+        actions.append((os.POSIX_SPAWN_DUP2, stdout, 1))
+    # as subprocess does (restore_signals): Python ignores SIGPIPE and SIGXFSZ
+    sigdef = (signal.SIGPIPE, signal.SIGXFSZ)
+    try:
+        if netns is None:
+            pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=actions, setsigdef=sigdef)
+        else:
+            from ..netns import enter_netns
+
+            with enter_netns(netns):
+                pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=actions,
+                                     setsigdef=sigdef)
+    except OSError as exc:
+        os.close(err)
+        raise SystemToolError(f"cannot run {argv[0]}: {exc.strerror}") from None
+    return pid, err
+
+
+def _reap(pid: int, err: int) -> tuple[int, str]:
+    """Wait for a child of ``_spawn``: (exit code as subprocess gives it, its stderr)."""
+    status = os.waitpid(pid, 0)[1]
+    try:
+        os.lseek(err, 0, os.SEEK_SET)
+        chunks = []
+        while True:
+            b = os.read(err, 65536)
+            if not b:
+                break
+            chunks.append(b)
+    finally:
+        os.close(err)
+    return os.waitstatus_to_exitcode(status), b"".join(chunks).decode(errors="replace")
+
+
+def _kill(pid: int, err: int) -> None:
+    """End a child of ``_spawn`` that is no longer wanted (not reaped yet)."""
+    import signal
+
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+    try:
+        os.close(err)
+    except OSError:
+        pass
+
+
+class SaveStream:
+    """A running `iptables-save -c -t TABLE` whose output is read as it comes
+    (``start_read_save_stream``). Iterate ``chunks()`` to the end, or ``close()``."""
+
+    def __init__(self, argv: list[str], netns: str | None, table: str):
+        self.argv, self.netns, self.table = argv, netns, table
+        r, w = os.pipe()
+        try:
+            self.pid, self.err = _spawn(argv, netns, w)
+        except BaseException:
+            os.close(r)
+            raise
+        finally:
+            os.close(w)
+        self.fd = r
+        try:  # room for a big save: iptables-save does not wait for the renderer
+            import fcntl
+
+            # Linux 2.6.35+; more than fs.pipe-max-size (1 MB) needs CAP_SYS_RESOURCE:
+            # EPERM leaves the pipe as it was
+            fcntl.fcntl(r, fcntl.F_SETPIPE_SZ, 4 << 20)
+        except OSError:
+            pass
+
+    def chunks(self):
+        """The text in pieces of whole lines, as the pipe delivers them; then waits
+        for iptables-save and raises ``read_error`` if it failed."""
+        fd = self.fd
+        rest = b""
+        try:
+            while True:
+                b = os.read(fd, 1 << 20)
+                if not b:
+                    break
+                if rest:
+                    b, rest = rest + b, b""
+                cut = b.rfind(b"\n") + 1
+                if cut < len(b):
+                    b, rest = b[:cut], b[cut:]
+                if b:
+                    yield b.decode()
+            if rest:
+                yield rest.decode()
+        except BaseException:
+            self.close()
+            raise
+        self.fd = None
+        os.close(fd)
+        code, stderr = _reap(self.pid, self.err)
+        if code != 0:
+            raise read_error(stderr, self.argv, self.netns, self.table)
+
+    def close(self) -> None:
+        """Stop iptables-save if its output was not read to the end."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+            _kill(self.pid, self.err)
+
+
+def start_read_save_stream(family: int, backend: str, netns: str | None,
+                           table: str) -> SaveStream | None:
+    """Start `iptables-save -c -t TABLE` and return at once; None for a legacy table
+    that does not exist (asking would create it)."""
+    if backend == "legacy" and table not in read_legacy_tables(family, netns):
+        return None
+    return SaveStream([binary("save", family, backend), "-c", "-t", table], netns, table)
+
+
+def read_list_to(out, family: int, backend: str, netns: str | None, argv_tail: list[str]) -> bool:
+    """``read_list`` written to ``out``: straight from iptables to our stdout (fd 1)
+    when ``out`` is sys.stdout, so that its text never passes through here.
+
+    Returns False, having written nothing, when iptables says there is no such
+    chain (the caller names it); raises as ``read_list`` for anything else.
+    """
+    argv = [binary("", family, backend), "-w"] + argv_tail
+    try:
+        fd = out.fileno() if out is sys.stdout else -1
+    except (AttributeError, OSError, ValueError):
+        fd = -1
+    if fd != 1:
+        proc = _run(argv, netns)
+        code, stderr = proc.returncode, proc.stderr
+        if code == 0:
+            out.write(proc.stdout)
+    else:
+        out.flush()
+        pid, err = _spawn(argv, netns, 1)
+        try:
+            code, stderr = _reap(pid, err)
+        except BaseException:
+            _kill(pid, err)
+            raise
+    if code == 0:
+        return True
+    if code == -13:  # SIGPIPE: whoever reads our output stopped (`| head`)
+        raise BrokenPipeError
+    if "No chain/target/match" in stderr:
+        return False
+    raise SystemToolError(f"{os.path.basename(argv[0])} failed: {first_message(stderr)}")
 
 
 def read_error(stderr: str, argv: list[str], netns: str | None, table: str | None):

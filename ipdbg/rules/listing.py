@@ -23,6 +23,7 @@ from .extensions import (
     MATCH_PRINTERS, STANDARD_TARGETS, TARGET_PRINTERS, PrintContext, UnsupportedExtension,
     format_address, proto_number,
 )
+from .fastlist import _EXACT, _LINES, _NUMERIC, _VERBOSE, _header, _num_notable, format_num
 from .model import Chain, Rule, RuleParts, Ruleset, Table
 from .parse import _HEAD, gc_paused, parse_rule_spec
 
@@ -37,44 +38,6 @@ _PORTS_TAIL = re.compile(r"-m (tcp|udp) (?:(! )?--sport (\d+) )?(?:(! )?--dport 
 
 __all__ = ["UnsupportedExtension", "format_list", "format_rules_S", "format_rule_line",
            "format_num", "rule_to_json"]
-
-
-_NUMERIC = 1
-_VERBOSE = 2
-_EXACT = 4
-_LINES = 8
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def format_num(n: int, exact: bool) -> str:
-    """libxtables xtables_print_num() in a table (without its trailing space)."""
-    if exact:
-        return f"{n:8d}"
-    if n <= 99999:
-        return f"{n:5d}"
-    for suffix in "KMG":
-        n = _round_k(n)
-        if n <= 9999:
-            return f"{n:4d}{suffix}"
-    return f"{_round_k(n):4d}T"
-
-
-def _round_k(n: int) -> int:
-    """(n + 500) / 1000 in uint64_t, wrap-around included (2^64-1 prints as 0K)."""
-    return ((n + 500) & 0xFFFFFFFFFFFFFFFF) // 1000
-
-
-def _num_notable(n: int, exact: bool) -> str:
-    """xtables_print_num() with FMT_NOTABLE (chain headers): no padding."""
-    if exact or n <= 99999:
-        return str(n)
-    for suffix in "KMG":
-        n = _round_k(n)
-        if n <= 9999:
-            return f"{n}{suffix}"
-    return f"{_round_k(n)}T"
 
 
 # ---------------------------------------------------------------- -L
@@ -223,7 +186,8 @@ _SIMPLE_RULE = {
 }
 
 
-def _format_rules(rules: list[Rule], ctx: PrintContext, flags: int, chains, out: list[str]) -> None:
+def _format_rules(rules: list[Rule], ctx: PrintContext, flags: int, chains, out: list[str],
+                  start: int = 1, tails: dict | None = None) -> None:
     """All rule lines of a chain.
 
     Rules whose parts are not built yet are read straight from the spec: the head
@@ -231,8 +195,11 @@ def _format_rules(rules: list[Rule], ctx: PrintContext, flags: int, chains, out:
     once per distinct (protocol, rest) in this listing; big chains repeat the same
     matches and target a lot (blocklists, kube-proxy services). The columns are
     ``_line``'s, written out in the loop (it runs 20,000 times for a big chain).
+    ``start``: the line number of ``rules[0]``; ``tails``: that cache, kept by a
+    caller that renders a chain in pieces (``fastlist.ListStream``).
     """
-    tails: dict = {}
+    if tails is None:
+        tails = {}
     head_re = _HEAD
     family = ctx.family
     v6 = family == 6
@@ -263,7 +230,7 @@ def _format_rules(rules: list[Rule], ctx: PrintContext, flags: int, chains, out:
     # -n: whole rules of the commonest shape (host addresses, -p tcp|udp with its
     # match and single ports, a target that prints nothing) in one regex
     simple = _SIMPLE_RULE[family].fullmatch if numeric else None
-    for n, rule in enumerate(rules, 1):
+    for n, rule in enumerate(rules, start):
         if rule.__dict__.get("_parts") is not None:
             append(format_rule_line(rule, n, ctx, flags, chains))
             continue
@@ -369,19 +336,6 @@ def _format_rules(rules: list[Rule], ctx: PrintContext, flags: int, chains, out:
                 d = addrs[dst] = format_address(dst, family, numeric, resolver)
         append(f"{prefix}{hit[0]}{'!' if g[8] else ' '}{proto:<4s} {opt}{via}"
                f"{'!' if g[0] else ' '}{s:<19s} {'!' if g[2] else ' '}{d:<19s} {hit[1]}")
-
-
-def _header(flags: int) -> str:
-    out = []
-    if flags & _LINES:
-        out.append("num  ")
-    if flags & _VERBOSE:
-        out.append("    pkts      bytes " if flags & _EXACT else " pkts bytes ")
-    out.append("target     prot opt")
-    if flags & _VERBOSE:
-        out.append(" in     out    ")
-    out.append(" source               destination         ")
-    return "".join(out)
 
 
 def format_list(ruleset: Ruleset, table: str, chain: str | None = None, *, numeric=False,

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import pytest
 
+from ipdbg.rules.fastlist import ListStream
 from ipdbg.rules.listing import UnsupportedExtension, format_list, format_rules_S
 from ipdbg.rules.lookup import read_files_resolver
-from ipdbg.rules.parse import parse_save
+from ipdbg.rules.parse import gc_paused, parse_save
 
 HERE = Path(__file__).resolve().parent
 RULES = HERE.parent / "fixtures" / "rules"
@@ -46,14 +47,45 @@ FALLBACK = {"connlabel", "devgroup", "eui64", "hashlimit", "realm", "sctp"}
 CASES = [(path, backend) for path in record.corpus_files() for backend in record.BACKENDS]
 
 
-def _compare(ruleset, outputs, binary, resolver) -> tuple[list, set, int]:
-    """(mismatches, fallback extension names, natively rendered count)."""
+def _table_save(save: str, table: str) -> str:
+    """What `iptables-save -c -t TABLE` prints, cut from a whole save."""
+    out, inside = [], False
+    for line in save.splitlines(keepends=True):
+        if line.startswith("*"):
+            inside = line[1:].strip() == table
+        if inside or line.startswith("#"):
+            out.append(line)
+        if inside and line.startswith("COMMIT"):
+            inside = False
+    return "".join(out)
+
+
+def _stream(save, family, table, chain, flags, resolver):
+    """ListStream (what `ipdbg rules -L` renders while iptables-save prints), fed
+    the table's save a few lines at a time."""
+    lines = _table_save(save, table).splitlines(keepends=True)
+    with gc_paused():
+        st = ListStream(family, table, chain, numeric="-n" in flags, verbose="-v" in flags,
+                        exact="-x" in flags, line_numbers="--line-numbers" in flags,
+                        resolver=resolver)
+        for i in range(0, len(lines), 7):
+            st.feed("".join(lines[i:i + 7]))
+        return st.finish()
+
+
+def _compare(ruleset, outputs, binary, resolver, save=None) -> tuple[list, set, int]:
+    """(mismatches, fallback extension names, natively rendered count). With the
+    save text, -L listings are also rendered by ListStream: the same text, or None
+    where format_list falls back."""
     mismatches, fallbacks, native = [], set(), 0
     for rec in outputs:
         args = rec["args"]
         table, cmd, rest = args[1], args[2], args[3:]
         chain = rest[0] if rest and not rest[0].startswith("-") else None
         flags = set(rest)
+        streamed = None
+        if save is not None and cmd == "-L":
+            streamed = _stream(save, ruleset.family, table, chain, flags, resolver)
         try:
             if cmd == "-S":
                 ours = format_rules_S(ruleset, table, chain, verbose="-v" in flags)
@@ -63,10 +95,16 @@ def _compare(ruleset, outputs, binary, resolver) -> tuple[list, set, int]:
                                    line_numbers="--line-numbers" in flags, resolver=resolver)
         except UnsupportedExtension as e:
             fallbacks.add(e.name)
+            if streamed is not None:
+                mismatches.append((" ".join([binary] + args) + " (ListStream)", rec["output"],
+                                   streamed))
             continue
         native += 1
         if ours != rec["output"]:
             mismatches.append((" ".join([binary] + args), rec["output"], ours))
+        elif save is not None and cmd == "-L" and streamed != ours:
+            mismatches.append((" ".join([binary] + args) + " (ListStream)", rec["output"],
+                               streamed or "None\n"))
     return mismatches, fallbacks, native
 
 
@@ -110,7 +148,7 @@ def test_listings_match_iptables(lab, path, backend):
     save, outputs = record.record_one(lab, path.read_text(), family, backend, full=True,
                                       ipset=ipset)
     ruleset = parse_save(save, family)
-    mismatches, fallbacks, native = _compare(ruleset, outputs, binary, read_files_resolver())
+    mismatches, fallbacks, native = _compare(ruleset, outputs, binary, read_files_resolver(), save)
     if mismatches:
         _fail(mismatches, len(outputs))
     assert fallbacks <= FALLBACK, f"unexpected fallbacks: {fallbacks - FALLBACK}"
@@ -145,7 +183,7 @@ def test_generated_rulesets_match_iptables(lab, table, seed, family, backend):
     cmds += [["-t", table, "-S"], ["-t", table, "-S", "-v"]]
     outputs = record.run_in_host(host, family, backend, cmds)
     mismatches, fallbacks, native = _compare(parse_save(save, family), outputs, binary,
-                                             read_files_resolver())
+                                             read_files_resolver(), save)
     if mismatches:
         _fail(mismatches, len(outputs))
     assert not fallbacks and native == len(outputs)
