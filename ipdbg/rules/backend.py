@@ -199,6 +199,9 @@ def _spawn(argv: list[str], netns: str | None, stdout: int) -> tuple[int, int]:
     except OSError as exc:
         os.close(err)
         raise SystemToolError(f"cannot run {argv[0]}: {exc.strerror}") from None
+    except BaseException:  # could not enter the netns
+        os.close(err)
+        raise
     return pid, err
 
 
