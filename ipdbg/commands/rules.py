@@ -146,7 +146,7 @@ def _list(cmd, inv, backend, netns, out) -> None:
         # rendered while iptables-save prints it (nft: it prints in the last 25 ms
         # of its 145 ms for 20,000 rules; the renderer is imported meanwhile)
         stream = rb.start_read_save_stream(cmd.family, backend, netns, cmd.table)
-        text = "" if stream is None else _stream_list(stream, cmd, out)
+        text = "" if stream is None else _stream_list(stream, cmd, backend, netns, out)
         if text is None:
             return
     else:
@@ -190,7 +190,7 @@ def _list(cmd, inv, backend, netns, out) -> None:
     out.write(text)
 
 
-def _stream_list(stream, cmd, out) -> str | None:
+def _stream_list(stream, cmd, backend, netns, out) -> str | None:
     """Render `-L` from iptables-save's text as it arrives and print it: None. Or,
     when ListStream leaves this listing to the general path (an error to report,
     an extension iptables renders), the whole save text, read to the end."""
@@ -208,8 +208,22 @@ def _stream_list(stream, cmd, out) -> str | None:
     was = gc.isenabled()
     gc.disable()  # as parse.gc_paused(): tens of thousands of small objects, no cycles
     try:
-        for piece in stream.chunks():
+        chunks = stream.chunks()
+        for piece in chunks:
             pieces.append(piece)
+            if len(pieces) == 1 and "\nCOMMIT\n" in piece and piece.count("\n") < SMALL_TABLE:
+                # All of a small table at once. If a rule needs the general renderer,
+                # importing it (12 - 19 ms) costs more than iptables' own -L (3 ms
+                # for 100 rules): let iptables print it, byte-identical by construction.
+                ls.no_general = True
+                ls.feed(piece)
+                if ls.needs_general and (cmd.chain is None or cmd.chain in ls.chains):
+                    for _ in chunks:  # iptables-save's end, and its exit status
+                        pass
+                    _system_list_to(cmd, backend, netns, out)
+                    return None
+                ls.no_general = False
+                continue
             ls.feed(piece)
         text = ls.finish()
     finally:
@@ -219,6 +233,11 @@ def _stream_list(stream, cmd, out) -> str | None:
         return "".join(pieces)
     out.write(text)
     return None
+
+
+# A table whose save text comes whole in the first read and has fewer lines than
+# this is printed by iptables -L when a rule needs ipdbg.rules.listing (_stream_list).
+SMALL_TABLE = 1000
 
 
 def _no_such_chain(cmd, backend) -> Exception:

@@ -123,9 +123,16 @@ class ListStream:
                     "%-9s  %s -- " + (" *      *      " if verbose else "") +
                     " %-19s  %-19s  %s%s%s")
         self._listing = None  # listing module, PrintContext, tails cache: on first need
+        # set by the caller: stop (fail, with needs_general set) instead of
+        # importing listing when a rule needs it
+        self.no_general = False
+        self.needs_general = False
 
     def _renderer(self):
         if self._listing is None:
+            if self.no_general:
+                self.needs_general = True
+                raise LookupError("a rule needs ipdbg.rules.listing")
             from . import listing
             from .extensions import PrintContext
 

@@ -181,3 +181,19 @@ def test_verdicts_are_the_extensions_standard_targets():
     from ipdbg.rules.fastlist import _VERDICTS
 
     assert _VERDICTS == STANDARD_TARGETS
+
+
+def test_no_general_stops_before_importing_the_renderer():
+    """What `ipdbg rules -L` does with a small table read at once: it lets iptables
+    print it when a rule needs ipdbg.rules.listing, and renders it otherwise."""
+    text = big_chain(40, seed=3)
+    st = ListStream(4, "filter", "INPUT", numeric=True, verbose=True)
+    st.no_general = True
+    st.feed(text)
+    assert st.needs_general and st._listing is None and st.finish() is None
+    simple = "*filter\n:INPUT ACCEPT [0:0]\n[1:60] -A INPUT -s 10.0.0.1/32 -p tcp -m tcp --dport 22 -j ACCEPT\nCOMMIT\n"
+    st = ListStream(4, "filter", "INPUT", numeric=True, verbose=True)
+    st.no_general = True
+    st.feed(simple)
+    assert not st.needs_general
+    assert st.finish() == reference(simple, 4, "filter", "INPUT", {"-n", "-v"})
