@@ -30,8 +30,21 @@ def format_event(ev, ref) -> str:
     return json.dumps(d, sort_keys=True)
 
 
+_signalled: list[int] = []
+
+
 def _term(signum, frame):
+    # Remembered too: library code that swallows the exception (a broad except
+    # around a subprocess, say) must not keep us tracing forever.
+    _signalled.append(signum)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
     raise Interrupted("terminated")
+
+
+def _check_signalled() -> None:
+    if _signalled:
+        raise Interrupted("terminated")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--debug", action="store_true")
     p.add_argument("--no-seen", action="store_true", help="no TRACE_SEEN events from our own chains")
     a = p.parse_args(argv)
+    _signalled.clear()
     signal.signal(signal.SIGTERM, _term)
+    signal.signal(signal.SIGINT, _term)
     flt = build_filter(src=a.src, dst=a.dst, proto=a.proto, iface=a.iface)
     legacy = {"auto": "auto", "yes": True, "no": False}[a.legacy]
     rec = open(a.record, "a") if a.record else None
@@ -62,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with TraceSession(a.netns or [None], flt, legacy=legacy, bridge=a.bridge, debug=a.debug,
                           record=record if rec else None, seen=not a.no_seen) as ts:
+            _check_signalled()
             for w in ts.warnings:
                 print(f"ipdbg: warning: {w}", file=sys.stderr, flush=True)
             if a.ready_file:
@@ -69,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                     f.write("ready\n")
             end = time.monotonic() + a.duration if a.duration else None
             while end is None or time.monotonic() < end:
+                _check_signalled()
                 evs = ts.poll(100)
                 n += len(evs)
                 if not a.count:

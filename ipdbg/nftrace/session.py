@@ -24,7 +24,7 @@ import socket
 import struct
 import time
 
-from ..errors import IpdbgError, KernelError, PrivilegeError
+from ..errors import Interrupted, IpdbgError, KernelError, PrivilegeError
 from ..events import TRACE_POLICY, TRACE_RULE, TraceEvent
 from ..filters import PacketFilter
 from ..netns import enter_netns, netns_inode
@@ -182,6 +182,8 @@ class TraceSession:
         try:
             ns.snapshot = read_snapshot_for(ns.path)
             ns.snapshot_at = time.monotonic()
+        except Interrupted:  # SIGTERM is an IpdbgError too: not a failed read, the end
+            raise
         except IpdbgError as e:  # trace anyway: events still carry table, chain and handle
             log.warning("netns %s: cannot read its rules (%s); rules will not be named", ns.path, e)
         ns.owner = sock.open_nfnl(ns.path)
@@ -261,6 +263,7 @@ class TraceSession:
 
     def __exit__(self, *exc) -> None:
         errors = []
+        interrupted = None  # a SIGTERM during the clean-up: finish it, then raise
         for ns in self._ns:
             for s in (ns.owner, ns.trace, ns.changes):
                 if s is not None:
@@ -276,6 +279,8 @@ class TraceSession:
             for pf, name in ns.saved_loggers.items():
                 try:
                     nflog.restore_nf_log(ns.path, pf, name)
+                except Interrupted as e:
+                    interrupted = e
                 except IpdbgError:  # the netns is gone: nothing left to restore
                     pass
                 except OSError as e:
@@ -288,6 +293,8 @@ class TraceSession:
         self._by_fd.clear()
         if errors:
             raise KernelError("could not put back the nf_log loggers; run by hand: " + "; ".join(errors))
+        if interrupted is not None:
+            raise interrupted
 
     # ---- events -----------------------------------------------------------------
 
@@ -425,6 +432,8 @@ class TraceSession:
         if rs is None:
             try:
                 rs = ns.rulesets[fam] = snap.ruleset(fam, "legacy")
+            except Interrupted:
+                raise
             except Exception as e:  # an unparsable save: the policy stays unknown
                 log.debug("legacy ruleset of netns %s: %s", ns.inode, e)
                 return ""
@@ -551,6 +560,8 @@ class TraceSession:
             ns.snapshot_at = time.monotonic()
             ns.refs.clear()
             ns.rulesets.clear()
+        except Interrupted:  # a SIGTERM during the re-read (about 1/s with legacy TRACE) ends us
+            raise
         except Exception as e:  # keep tracing with the old snapshot; say so with --debug
             log.debug("netns %s: rule snapshot refresh failed: %s", ns.inode, e)
 

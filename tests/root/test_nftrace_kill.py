@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 IPT = """*filter
@@ -55,10 +57,38 @@ def state(host) -> str:
     return "\n".join(parts)
 
 
-def start_tracer(host, ready):
-    argv = [sys.executable, "-m", "ipdbg.nftrace.cli_debug", "--netns", host.netns, "--dst", "10.61.0.0/24",
+def start_tracer(host, ready, dst="10.61.0.0/24"):
+    argv = [sys.executable, "-m", "ipdbg.nftrace.cli_debug", "--netns", host.netns, "--dst", dst,
             "--legacy", "yes", "--ready-file", ready]
     return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_exit(p, what: str) -> int:
+    """The tracer's exit status; it must exit within 10 s of a signal (well under 1 s here)."""
+    try:
+        return p.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        p.kill()  # do not leave it tracing behind the failed test
+        p.wait()
+        raise AssertionError(f"{what}: the tracer did not exit within 10 s of the signal") from None
+
+
+def reading_rules(pid: int) -> bool:
+    """Is ``pid`` reading the rules (one of its iptables-save / nft list children alive)?"""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = f.read().split()
+    except OSError:
+        return False
+    for kid in kids:
+        try:
+            with open(f"/proc/{kid}/cmdline", "rb") as f:
+                cmd = f.read()  # empty for a zombie
+        except OSError:
+            continue
+        if b"-save\0" in cmd or b"list\0ruleset" in cmd:
+            return True
+    return False
 
 
 def wait_state(host, want, timeout=5.0):
@@ -106,7 +136,7 @@ def test_killed_at_random_moments_leaves_nothing(lab, tmp_path):
             p.send_signal(signal.SIGTERM)  # the "normal exit" path of the tool: clean shutdown
         else:
             p.send_signal(sig)
-        p.wait(timeout=30)  # a loaded CI machine: exit after a signal can take >10 s
+        wait_exit(p, f"seed {seed}, kill {i} with {sig}")
         after = wait_state(a, before)
         assert after == before, f"seed {seed}, kill {i} with {sig}: state changed"
     assert phases["setup"] >= 4 and phases["armed"] >= 10, (seed, phases)
@@ -122,3 +152,34 @@ def test_normal_exit_after_duration_leaves_nothing(lab, tmp_path):
     assert p.returncode == 0, p.stderr
     assert '"lost": 0' in p.stdout
     assert state(a) == before  # our own restore, synchronous: no waiting
+
+
+@pytest.mark.parametrize("phase", ["setup", "armed"])
+def test_sigterm_while_reading_rules_ends_it(lab, tmp_path, phase):
+    """SIGTERM raises Interrupted, an IpdbgError: it was swallowed as "cannot read its
+    rules" (set-up) or as a failed snapshot refresh (armed: about once a second while
+    legacy TRACE records come in), and the tracer ran on forever."""
+    a, b = lab.add_host("a"), lab.add_host("b")
+    lab.link(a, b, "10.63.0.1/24", "10.63.0.2/24")
+    a.run(["iptables-legacy-restore"], input=LEGACY)
+    before = state(a)
+    a.popen(["ping", "-q", "-i", "0.01", "10.63.0.2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    hits = 0  # signals sent while a read of the wanted phase ran (a read lasts a few ms)
+    for i in range(10):
+        ready = str(tmp_path / f"ready{i}")
+        p = start_tracer(a, ready, "10.63.0.0/24")
+        end = time.monotonic() + 10
+        if phase == "armed":
+            while not os.path.exists(ready) and time.monotonic() < end and p.poll() is None:
+                time.sleep(0.002)
+            assert os.path.exists(ready), p.stderr.read().decode()
+        while not (reading := reading_rules(p.pid)) and time.monotonic() < end and p.poll() is None:
+            time.sleep(0.0002)
+        assert reading, f"run {i}: the tracer never read the rules"
+        hits += os.path.exists(ready) == (phase == "armed")  # else a refresh: signal it all the same
+        p.send_signal(signal.SIGTERM)
+        assert wait_exit(p, f"{phase} run {i}") == 130, p.stderr.read().decode()
+        assert wait_state(a, before) == before, f"{phase} run {i}: state changed"
+        if hits == 3:
+            break
+    assert hits == 3, f"{phase}: only {hits} signals landed in a read of that phase"
