@@ -29,6 +29,7 @@ import subprocess
 from dataclasses import dataclass, field
 
 from ..netns import nsenter_argv
+from ..errors import SystemToolError
 from .backend import find_binary
 
 NFT_FAMILY = {"ip": 4, "ip6": 6}
@@ -237,7 +238,7 @@ def _read_once(netns: str | None) -> tuple[Snapshot, bool]:
         for backend in ("nft", "legacy"):
             try:
                 argv = _save_argv(family, backend)
-            except Exception:
+            except (SystemToolError, OSError):  # not installed; never a signal's Interrupted
                 continue
             jobs[(family, backend)] = subprocess.Popen(
                 nsenter_argv(netns, argv), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -247,7 +248,7 @@ def _read_once(netns: str | None) -> tuple[Snapshot, bool]:
         nft = subprocess.Popen(nsenter_argv(netns, [find_binary("nft"), "-a", "list", "ruleset"]),
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                stdin=subprocess.DEVNULL, text=True)
-    except Exception:
+    except (SystemToolError, OSError):
         nft = None
     saves = {}
     for key, proc in jobs.items():
