@@ -5,9 +5,7 @@ Pure helpers are ``parse_*``/``format_*``; everything else touches the system.
 
 from __future__ import annotations
 
-import ctypes
 import os
-from contextlib import contextmanager
 
 from .errors import KernelError, NotFoundError
 
@@ -21,6 +19,8 @@ def _load_libc():
     global _libc
     if _libc is None:
         # the C library this process already runs on (glibc: setns since 2.14)
+        import ctypes  # here: resolving a name must not cost ctypes' import
+
         _libc = ctypes.CDLL(None, use_errno=True)
     return _libc
 
@@ -53,33 +53,50 @@ def netns_inode(path: str | None = None) -> int:
 def setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
     # os.setns exists only from Python 3.12; we support 3.11.
     if _load_libc().setns(fd, nstype) != 0:
+        import ctypes
+
         err = ctypes.get_errno()
         raise KernelError(f"setns failed: {os.strerror(err)}", "entering a netns needs CAP_SYS_ADMIN")
 
 
-@contextmanager
-def enter_netns(path: str | None):
-    """Run the body in netns ``path`` (this thread only), then come back.
+class enter_netns:
+    """``with enter_netns(path):`` runs the body in netns ``path`` (this thread
+    only), then comes back. A class, not @contextmanager: contextlib is not
+    imported at start-up.
 
     Sockets opened inside stay bound to that netns after we leave it, which is
     how one process listens in several namespaces at once.
     """
-    if path is None:
-        yield
-        return
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        target = os.open(path, os.O_RDONLY)
+
+    __slots__ = ("path", "own")
+
+    def __init__(self, path: str | None):
+        self.path, self.own = path, None
+
+    def __enter__(self):
+        if self.path is None:
+            return None
+        own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         try:
-            setns(target)
-        finally:
-            os.close(target)
-        try:
-            yield
-        finally:
-            setns(own)
-    finally:
-        os.close(own)
+            target = os.open(self.path, os.O_RDONLY)
+            try:
+                setns(target)
+            finally:
+                os.close(target)
+        except BaseException:
+            os.close(own)
+            raise
+        self.own = own
+        return None
+
+    def __exit__(self, *exc):
+        own, self.own = self.own, None
+        if own is not None:
+            try:
+                setns(own)
+            finally:
+                os.close(own)
+        return False
 
 
 def nsenter_argv(path: str | None, argv: list[str]) -> list[str]:

@@ -13,8 +13,6 @@ after ``-A/-I/-R/-D/-C`` it belongs to the rule. ``--output`` is always ours.
 
 from __future__ import annotations
 
-import re
-
 from ..errors import UsageError
 
 # Plain classes, not dataclasses: `ipdbg rules -L` imports this module at start-up
@@ -128,14 +126,22 @@ def _bad(msg: str, hint: str | None = None) -> UsageError:
     return UsageError(msg, hint or "see `ipdbg rules --help` (it takes iptables' own syntax)")
 
 
-_BUNDLE = re.compile(r"-[nvx46]+[LSFZXN]?|-[nvx46]*[LSFZXN][nvx46]*")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_IPV4 = re.compile(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?:/(\d{1,2}))?")
+_BUNDLE = r"-[nvx46]+[LSFZXN]?|-[nvx46]*[LSFZXN][nvx46]*"
+_BUNDLE_CHARS = frozenset("nvx46LSFZXN")
+_IPV4 = r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?:/(\d{1,2}))?"
+
+
+def _fullmatch(pattern: str, tok: str):
+    # re (and the enum it loads, ~3 ms) only once a token needs it: a plain
+    # `-L CHAIN -n -v` spawns iptables-save before (docs/rules.md, "Speed")
+    import re
+
+    return re.fullmatch(pattern, tok)
 
 
 def _check_token(tok: str) -> None:
     # A newline would start a new line of the restore batch: never let one through.
-    if _CONTROL.search(tok):
+    if any(c < " " or c == "\x7f" for c in tok):
         raise _bad(f"control character in argument {tok!r}",
                    "rule specs, chain names and comments must be one line of printable text")
 
@@ -165,7 +171,7 @@ def parse_line_number(tok: str, what: str = "line number") -> int:
 
 def _check_address(tok: str, family: int, opt: str) -> None:
     if family == 4:  # the common case without the ipaddress module
-        m = _IPV4.fullmatch(tok)
+        m = _fullmatch(_IPV4, tok)
         if m and all(int(o) <= 255 for o in m.groups()[:4]) and int(m.group(5) or 0) <= 32:
             return
     import ipaddress
@@ -271,7 +277,8 @@ def parse_argv(argv: list[str] | tuple[str, ...], *, allow_ours: bool = True,
         _check_token(tok)
         in_rule = action in WITH_RULE
         value_of_rule = in_rule and _is_value_of_prev(rule)
-        if not in_rule and len(tok) > 2 and _BUNDLE.fullmatch(tok):
+        if (not in_rule and len(tok) > 2 and tok[0] == "-" and _BUNDLE_CHARS.issuperset(tok[1:])
+                and _fullmatch(_BUNDLE, tok)):
             # getopt bundling, as in `iptables -nvL INPUT` -> -n -v -L INPUT
             argv[i:i + 1] = ["-" + c for c in tok[1:]]
             continue

@@ -9,7 +9,6 @@ readers of listings spawn theirs from a thread that entered the netns (``_spawn`
 from __future__ import annotations
 
 import os
-import re
 import sys
 
 from ..errors import ConflictError, NotFoundError, SystemToolError, UsageError
@@ -30,6 +29,7 @@ class _LazyModule:
 
 
 subprocess = _LazyModule("subprocess")
+re = _LazyModule("re")  # only for iptables' error messages; `-L` spawns before re and enum load
 
 
 def nsenter_argv(path, argv):
@@ -178,7 +178,7 @@ def _spawn(argv: list[str], netns: str | None, stdout: int) -> tuple[int, int]:
     """Start argv in netns (this thread enters it for the spawn; the child keeps it)
     with stdin /dev/null, stdout on the fd ``stdout`` and stderr in a memfd.
     Returns (pid, memfd). os.posix_spawn: no subprocess import, no nsenter."""
-    import signal  # imported by ipdbg.cli already
+    import _signal as signal  # (ipdbg.cli imports it; `signal` would build enums)
 
     err = os.memfd_create("ipdbg-stderr", os.MFD_CLOEXEC)
     actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
@@ -369,13 +369,12 @@ def first_message(stderr: str) -> str:
     return ""
 
 
-_LINE_RE = (re.compile(r"Error occurred at line: (\d+)"), re.compile(r"line (\d+) failed"),
-            re.compile(r"^line (\d+): ", re.M))
+_LINE_RE = (r"Error occurred at line: (\d+)", r"line (\d+) failed", r"(?m)^line (\d+): ")
 
 
 def failed_line(stderr: str) -> int | None:
     for rx in _LINE_RE:
-        m = rx.search(stderr)
+        m = re.search(rx, stderr)
         if m:
             return int(m.group(1))
     return None
