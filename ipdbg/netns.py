@@ -59,6 +59,16 @@ def setns(fd: int, nstype: int = CLONE_NEWNET) -> None:
         raise KernelError(f"setns failed: {os.strerror(err)}", "entering a netns needs CAP_SYS_ADMIN")
 
 
+def unshare_netns() -> None:
+    """Give the calling thread a new, empty netns of its own (unshare(2)); its
+    children and sockets live there, and it goes when the thread and they do."""
+    if _load_libc().unshare(CLONE_NEWNET) != 0:
+        import ctypes
+
+        err = ctypes.get_errno()
+        raise KernelError(f"unshare failed: {os.strerror(err)}", "a new netns needs CAP_SYS_ADMIN")
+
+
 class enter_netns:
     """``with enter_netns(path):`` runs the body in netns ``path`` (this thread
     only), then comes back. A class, not @contextmanager: contextlib is not

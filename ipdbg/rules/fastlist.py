@@ -52,6 +52,24 @@ def _num_notable(n: int, exact: bool) -> str:
     return f"{_round_k(n)}T"
 
 
+def format_counters(packets: int, nbytes: int, exact) -> str:
+    """The pkts and bytes columns of a rule line of `-L -v` (trailing space included)."""
+    if exact:
+        return f"{packets:8d} {nbytes:8d} "
+    return (f"{packets:5d} " if packets <= 99999 else format_num(packets, False) + " ") + \
+           (f"{nbytes:5d} " if nbytes <= 99999 else format_num(nbytes, False) + " ")
+
+
+def format_chain_head(name: str, policy, packets: int, nbytes: int, refs, verbose, exact) -> str:
+    """"Chain NAME (policy ...)" of a built-in chain, "(N references)" of a user chain."""
+    if policy is None:
+        return f"Chain {name} ({refs} references)"
+    if verbose:
+        return (f"Chain {name} (policy {policy} {_num_notable(packets, exact)} packets, "
+                f"{_num_notable(nbytes, exact)} bytes)")
+    return f"Chain {name} (policy {policy})"
+
+
 def _header(flags: int) -> str:
     out = []
     if flags & _LINES:
@@ -340,14 +358,8 @@ class ListStream:
             policy, packets, nbytes = self.chains[name]
             if i:
                 out.append("")
-            if policy is not None:
-                if verbose:
-                    out.append(f"Chain {name} (policy {policy} {_num_notable(packets, exact)} packets, "
-                               f"{_num_notable(nbytes, exact)} bytes)")
-                else:
-                    out.append(f"Chain {name} (policy {policy})")
-            else:
-                out.append(f"Chain {name} ({self.refs[name]} references)")
+            out.append(format_chain_head(name, policy, packets, nbytes,
+                                         None if policy is not None else self.refs[name], verbose, exact))
             out.append(header)
             out.extend(b for b in blocks if b)
         out.append("")

@@ -23,7 +23,8 @@ from .extensions import (
     MATCH_PRINTERS, STANDARD_TARGETS, TARGET_PRINTERS, PrintContext, UnsupportedExtension,
     format_address, proto_number,
 )
-from .fastlist import _EXACT, _LINES, _NUMERIC, _VERBOSE, _header, _num_notable, format_num
+from .fastlist import (_EXACT, _LINES, _NUMERIC, _VERBOSE, _header, format_chain_head, format_counters,
+                       format_num)
 from .model import Chain, Rule, RuleParts, Ruleset, Table
 from .parse import _HEAD, gc_paused, parse_rule_spec
 
@@ -130,12 +131,7 @@ def _line(rule: Rule, num: int, ctx: PrintContext, flags: int, target: str, prot
     """
     numeric = ctx.numeric
     if flags & _VERBOSE:
-        if flags & _EXACT:
-            prefix = f"{rule.packets:8d} {rule.bytes:8d} "
-        else:
-            pk, by = rule.packets, rule.bytes
-            prefix = (f"{pk:5d} " if pk <= 99999 else format_num(pk, False) + " ") + \
-                     (f"{by:5d} " if by <= 99999 else format_num(by, False) + " ")
+        prefix = format_counters(rule.packets, rule.bytes, flags & _EXACT)
         any_if = "*" if numeric else "any"
         iif = ("!" if ineg else "") + (iif or any_if)
         oif = ("!" if oneg else "") + (oif or any_if)
@@ -241,12 +237,7 @@ def _format_rules(rules: list[Rule], ctx: PrintContext, flags: int, chains, out:
                 src, dst, proto, m, sport, dport, target = sm.groups()
                 if proto == m and (target in STANDARD_TARGETS or target in chains):
                     if verbose:
-                        pk, by = rule.packets, rule.bytes
-                        if exact:
-                            prefix = f"{pk:8d} {by:8d} "
-                        else:
-                            prefix = (f"{pk:5d} " if pk <= 99999 else format_num(pk, False) + " ") + \
-                                     (f"{by:5d} " if by <= 99999 else format_num(by, False) + " ")
+                        prefix = format_counters(rule.packets, rule.bytes, exact)
                         via = " *      *      "
                     else:
                         prefix = via = ""
@@ -297,12 +288,7 @@ def _format_rules(rules: list[Rule], ctx: PrintContext, flags: int, chains, out:
             continue
         # the columns, as _line() writes them
         if verbose:
-            pk, by = rule.packets, rule.bytes
-            if exact:
-                prefix = f"{pk:8d} {by:8d} "
-            else:
-                prefix = (f"{pk:5d} " if pk <= 99999 else format_num(pk, False) + " ") + \
-                         (f"{by:5d} " if by <= 99999 else format_num(by, False) + " ")
+            prefix = format_counters(rule.packets, rule.bytes, exact)
             iif = ("!" if g[4] else "") + (g[5] or any_if)
             oif = ("!" if g[6] else "") + (g[7] or any_if)
             via = f" {iif:<6s} {oif:<6s} "
@@ -368,14 +354,8 @@ def _format_list(ruleset, table, chain, numeric, verbose, exact, line_numbers, r
     for i, c in enumerate(chains):
         if i:
             out.append("")
-        if c.policy is not None:
-            if verbose:
-                out.append(f"Chain {c.name} (policy {c.policy} {_num_notable(c.packets, exact)} packets, "
-                           f"{_num_notable(c.bytes, exact)} bytes)")
-            else:
-                out.append(f"Chain {c.name} (policy {c.policy})")
-        else:
-            out.append(f"Chain {c.name} ({refs[c.name]} references)")
+        out.append(format_chain_head(c.name, c.policy, c.packets, c.bytes,
+                                     None if c.policy is not None else refs[c.name], verbose, exact))
         out.append(header)
         _format_rules(c.rules, ctx, flags, t.chains, out)
     out.append("")

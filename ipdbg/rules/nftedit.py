@@ -25,11 +25,9 @@ says precisely why.
 from __future__ import annotations
 
 import errno
-import glob
 import os
 import select
 import socket
-import subprocess
 import threading
 
 from ..errors import ConflictError
@@ -116,15 +114,9 @@ def _apply(cmd, netns, op, line, body_job):
 
 
 def _open(netns):
-    from contextlib import nullcontext
+    from ..netns import enter_netns
 
-    if netns is not None:
-        from ..netns import enter_netns
-
-        ctx = enter_netns(netns)
-    else:
-        ctx = nullcontext()
-    with ctx:
+    with enter_netns(netns):
         s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, nl.NETLINK_NETFILTER)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
@@ -196,22 +188,9 @@ def _send_batch(s, batch: bytes, begin_seq: int, edit_seq: int) -> int:
 
 # ---------------------------------------------------------------- the new rule
 
-_unshare = None
-
-
-def _unshare_net():
-    global _unshare
-    if _unshare is None:
-        from ..netns import _load_libc
-
-        _unshare = _load_libc().unshare
-    from ..netns import CLONE_NEWNET
-
-    if _unshare(CLONE_NEWNET) != 0:
-        raise OSError(errno.EPERM, "unshare")
-
-
 def _xt_libdirs() -> list[str]:
+    import glob
+
     dirs = [os.environ["XTABLES_LIBDIR"]] if os.environ.get("XTABLES_LIBDIR") else []
     return dirs + glob.glob("/usr/lib/*/xtables") + ["/usr/lib/xtables", "/usr/local/lib/xtables"]
 
@@ -248,6 +227,9 @@ class _Scratch(threading.Thread):
             self.body = None
 
     def _make(self):
+        import subprocess  # here: `-D N` needs none of it
+
+        from ..netns import unshare_netns
         from .backend import binary
 
         cmd = self.cmd
@@ -259,7 +241,7 @@ class _Scratch(threading.Thread):
 
         text = format_scratch_table(cmd, is_extension)
         restore = binary("restore", cmd.family, "nft")
-        _unshare_net()  # this thread only; its children and sockets live there
+        unshare_netns()  # this thread only; its children and sockets live there
         proc = subprocess.run([restore], input=text, capture_output=True, text=True)
         if proc.returncode != 0:
             return None
@@ -267,7 +249,7 @@ class _Scratch(threading.Thread):
         try:
             s.bind((0, 0))
             s.send(nftmsg.format_rule_dump(cmd.family, cmd.table, cmd.chain, 1))
-            rules, buf = [], b""
+            buf = b""
             scan = nftmsg.RuleScan(1, 1 << 30)
             while not scan.done:
                 chunk = _recv(s)

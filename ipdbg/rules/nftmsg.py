@@ -70,13 +70,13 @@ class RuleScan:
     an errno from an NLMSG_ERROR.
     """
 
-    __slots__ = ("seq", "want", "handles", "done", "error", "complete", "intr", "last")
+    __slots__ = ("seq", "want", "handles", "done", "error", "complete", "last")
 
     def __init__(self, seq: int, want: int):
         self.seq, self.want = seq, want
         self.handles: list[int] = []
         self.last = b""  # the whole message of line ``want``
-        self.done = self.complete = self.intr = False
+        self.done = self.complete = False
         self.error = 0
 
     def feed(self, buf: bytes) -> None:
@@ -84,13 +84,11 @@ class RuleScan:
         unpack, handles, want = _HDR.unpack_from, self.handles, self.want
         rule_type = (nl.NFNL_SUBSYS_NFTABLES << 8) | nl.NFT_MSG_NEWRULE
         while off + 16 <= end:
-            length, mtype, flags, seq, _pid = unpack(buf, off)
+            length, mtype, _flags, seq, _pid = unpack(buf, off)
             if length < 16 or off + length > end:
                 break
             if seq == self.seq:
-                if mtype == rule_type:
-                    if flags & 0x10:  # NLM_F_DUMP_INTR: the ruleset changed during the dump
-                        self.intr = True
+                if mtype == rule_type:  # (a dump the ruleset changed under: the generation tells)
                     handles.append(_find_handle(buf, off + 20, off + length))
                     if len(handles) >= want:
                         self.last = bytes(buf[off:off + length])
